@@ -1,0 +1,6 @@
+//! The driver side: CSI over gRPC on a Unix socket. No Kubernetes types here.
+
+pub mod driver;
+pub mod error;
+pub mod proto;
+pub mod redact;

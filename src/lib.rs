@@ -1,0 +1,17 @@
+//! A csi-snapshotter sidecar: watches VolumeSnapshotContent and
+//! VolumeGroupSnapshotContent objects of one CSI driver and drives the
+//! driver's snapshot RPCs over its Unix socket.
+//!
+//! Layout (each boundary is one-way):
+//! - [`reconcile`] decides what to do next from what was observed; pure.
+//! - [`csi`] speaks gRPC to the driver and knows nothing of Kubernetes.
+//! - [`k8s`] speaks to the API server and knows nothing of gRPC.
+//! - [`controller`] is the only place where both meet: it runs the steps.
+//! - `testing` holds the embedded API server and the mock driver; product
+//!   code never imports it.
+#![forbid(unsafe_code)]
+
+pub mod csi;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,2 @@
+//! Test peers: an embedded Kubernetes API server and a mock CSI driver.
+//! Built only with the `testing` feature (on by default, off in the image).
