@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod csi;
+pub mod metrics;
 
 #[cfg(feature = "testing")]
 pub mod testing;
