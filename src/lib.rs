@@ -11,6 +11,7 @@
 //!   code never imports it.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod csi;
 pub mod metrics;
 

@@ -1,0 +1,4 @@
+//! The effectful layer: runs the steps that `reconcile` decides, fed by the
+//! watch caches through per-kind work queues.
+
+pub mod queue;
