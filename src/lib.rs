@@ -13,7 +13,9 @@
 
 pub mod controller;
 pub mod csi;
+pub mod k8s;
 pub mod metrics;
+pub mod reconcile;
 
 #[cfg(feature = "testing")]
 pub mod testing;
