@@ -342,3 +342,55 @@ async fn stats_track_depth_adds_retries_and_durations() {
     assert_eq!(s.work_duration.cumulative[9], 1);
     assert_eq!(s.unfinished_work_seconds, 0.0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn workqueue_families_are_exposed_per_queue_name() {
+    use csi_snapshotter::controller::queue_metrics::WorkQueueMetrics;
+    use csi_snapshotter::metrics::Registry;
+    let registry = Registry::new();
+    let collector = WorkQueueMetrics::register(&registry);
+    let content: WorkQueue<String> = WorkQueue::new("csi-snapshotter-content", Backoff::default());
+    let group: WorkQueue<String> =
+        WorkQueue::new("csi-snapshotter-groupsnapshotcontent", Backoff::default());
+    collector.watch(&content);
+    collector.watch(&group);
+    content.add("a".into());
+    content.add("b".into());
+    group.add_rate_limited("g".into());
+    let text = registry.encode_text();
+    for family in [
+        "workqueue_depth",
+        "workqueue_adds_total",
+        "workqueue_queue_duration_seconds",
+        "workqueue_work_duration_seconds",
+        "workqueue_unfinished_work_seconds",
+        "workqueue_longest_running_processor_seconds",
+        "workqueue_retries_total",
+    ] {
+        assert_eq!(
+            text.matches(&format!("# TYPE {family} ")).count(),
+            1,
+            "{family} once in\n{text}"
+        );
+        assert!(
+            text.contains(&format!("# HELP {family} [BETA] ")),
+            "{family} beta help"
+        );
+    }
+    assert!(
+        text.contains("workqueue_depth{name=\"csi-snapshotter-content\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("workqueue_adds_total{name=\"csi-snapshotter-content\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("workqueue_retries_total{name=\"csi-snapshotter-groupsnapshotcontent\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("workqueue_work_duration_seconds_bucket{name=\"csi-snapshotter-content\",le=\"1e-08\"} 0\n"),
+        "{text}"
+    );
+}

@@ -2,3 +2,4 @@
 //! watch caches through per-kind work queues.
 
 pub mod queue;
+pub mod queue_metrics;
