@@ -1,0 +1,641 @@
+//! The Kubernetes manifests in `deploy/kubernetes/` are parsed into the typed
+//! Kubernetes objects, so that a typo in a field name, a wrong kind or a value
+//! of the wrong type fails here rather than at `kubectl apply` time. On top of
+//! parsing, the tests pin what the manifests promise: the sidecar's RBAC rules
+//! are exactly those of spec section F, the example pod meets the restricted
+//! Pod Security level, and every flag passed to the sidecar is one the binary
+//! accepts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Name of the sidecar's ClusterRole (the upstream name, so that existing
+/// bindings keep working after a swap).
+const RUNNER_ROLE: &str = "external-snapshotter-runner";
+/// Name of the leader-election Role (upstream name).
+const LEADER_ROLE: &str = "external-snapshotter-leaderelection";
+/// The sidecar's ServiceAccount.
+const SERVICE_ACCOUNT: &str = "csi-snapshotter";
+/// Name of our container in the example pod.
+const SIDECAR_CONTAINER: &str = "csi-snapshotter";
+
+/// Spec section F, ClusterRole part: (API group, resource, verbs).
+const SPEC_F_CLUSTER_RULES: &[(&str, &str, &[&str])] = &[
+    (
+        "",
+        "events",
+        &["list", "watch", "create", "update", "patch"],
+    ),
+    ("", "secrets", &["get"]),
+    (
+        "snapshot.storage.k8s.io",
+        "volumesnapshotclasses",
+        &["get", "list", "watch"],
+    ),
+    (
+        "snapshot.storage.k8s.io",
+        "volumesnapshotcontents",
+        &["get", "list", "watch", "update", "patch"],
+    ),
+    (
+        "snapshot.storage.k8s.io",
+        "volumesnapshotcontents/status",
+        &["update", "patch"],
+    ),
+    (
+        "groupsnapshot.storage.k8s.io",
+        "volumegroupsnapshotclasses",
+        &["get", "list", "watch"],
+    ),
+    (
+        "groupsnapshot.storage.k8s.io",
+        "volumegroupsnapshotcontents",
+        &["get", "list", "watch", "update", "patch"],
+    ),
+    (
+        "groupsnapshot.storage.k8s.io",
+        "volumegroupsnapshotcontents/status",
+        &["update", "patch"],
+    ),
+];
+
+/// Spec section F, leader-election Role part.
+const SPEC_F_LEASE_RULES: &[(&str, &str, &[&str])] = &[(
+    "coordination.k8s.io",
+    "leases",
+    &["get", "watch", "list", "delete", "update", "create"],
+)];
+
+/// `VolumeSnapshotClass` is a custom resource, so k8s-openapi has no type for
+/// it; this one knows every field of the v1 CRD and rejects anything else.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct VolumeSnapshotClass {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    driver: String,
+    deletion_policy: DeletionPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parameters: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum DeletionPolicy {
+    Delete,
+    Retain,
+}
+
+/// The subset of kustomize's Kustomization that the manifests use; an unknown
+/// (misspelt) key is an error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Kustomization {
+    api_version: String,
+    kind: String,
+    namespace: String,
+    resources: Vec<String>,
+    #[serde(default)]
+    images: Vec<KustomizeImage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct KustomizeImage {
+    name: String,
+    new_name: Option<String>,
+    new_tag: Option<String>,
+}
+
+/// One YAML document of a manifest file.
+struct Doc {
+    origin: String,
+    value: Value,
+}
+
+impl Doc {
+    fn kind(&self) -> &str {
+        self.value["kind"].as_str().unwrap_or("")
+    }
+    fn name(&self) -> &str {
+        self.value["metadata"]["name"].as_str().unwrap_or("")
+    }
+    /// Parses into `K` and checks that serializing gives the document back, so
+    /// that a field the type does not know (a typo) cannot be silently dropped.
+    fn typed<K: DeserializeOwned + Serialize>(&self) -> K {
+        let obj: K = serde_json::from_value(self.value.clone())
+            .unwrap_or_else(|e| panic!("{}: does not parse as {}: {e}", self.origin, self.kind()));
+        let back = serde_json::to_value(&obj).expect("serialize");
+        if let Some(path) = first_difference(&self.value, &back, String::new()) {
+            panic!(
+                "{}: field {path} is not part of {} (misspelt or misplaced?)",
+                self.origin,
+                self.kind()
+            );
+        }
+        obj
+    }
+}
+
+/// Path of the first place where `a` and `b` differ, if any.
+fn first_difference(a: &Value, b: &Value, path: String) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(xv), Some(yv)) => first_difference(xv, yv, format!("{path}.{k}")),
+                _ => Some(format!("{path}.{k}")),
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (xv, yv))| first_difference(xv, yv, format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(if path.is_empty() {
+            ".".to_string()
+        } else {
+            path
+        }),
+    }
+}
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")
+}
+
+fn read_kustomization() -> Kustomization {
+    let path = deploy_dir().join("kustomization.yaml");
+    let text = std::fs::read_to_string(&path).expect("read kustomization.yaml");
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("kustomization.yaml: {e}"))
+}
+
+/// Every document of every file the kustomization lists, in order.
+fn load_docs() -> Vec<Doc> {
+    let mut docs = Vec::new();
+    for file in read_kustomization().resources {
+        let text = std::fs::read_to_string(deploy_dir().join(&file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        for (i, de) in serde_norway::Deserializer::from_str(&text).enumerate() {
+            let value = Value::deserialize(de).unwrap_or_else(|e| panic!("{file}: {e}"));
+            if value.is_null() {
+                continue;
+            }
+            docs.push(Doc {
+                origin: format!("{file} document {}", i + 1),
+                value,
+            });
+        }
+    }
+    docs
+}
+
+fn find<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
+    docs.iter()
+        .find(|d| d.kind() == kind && d.name() == name)
+        .unwrap_or_else(|| panic!("no {kind} named {name}"))
+}
+
+/// Rules flattened to (group, resource, verb) triples, so that the same grant
+/// written as one rule or as several compares equal.
+fn flatten(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        assert!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "rules must not use resourceNames or nonResourceURLs: {rule:?}"
+        );
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    out.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn expected(table: &[(&str, &str, &[&str])]) -> BTreeSet<(String, String, String)> {
+    table
+        .iter()
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn example_pod(docs: &[Doc]) -> PodSpec {
+    let deployment: Deployment = find(docs, "Deployment", "csi-hostpath-snapshotter").typed();
+    deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("pod spec")
+}
+
+fn sidecar(pod: &PodSpec) -> &Container {
+    pod.containers
+        .iter()
+        .find(|c| c.name == SIDECAR_CONTAINER)
+        .expect("sidecar container")
+}
+
+/// The value of `--name=value` in `args` (the manifests always use that form).
+fn flag_value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    let prefix = format!("--{name}=");
+    args.iter().find_map(|a| a.strip_prefix(&prefix))
+}
+
+#[test]
+fn every_manifest_parses_into_its_typed_object() {
+    let docs = load_docs();
+    assert!(!docs.is_empty());
+    for doc in &docs {
+        let api_version = doc.value["apiVersion"].as_str().unwrap_or("");
+        match (api_version, doc.kind()) {
+            ("v1", "Namespace") => drop(doc.typed::<Namespace>()),
+            ("v1", "ServiceAccount") => drop(doc.typed::<ServiceAccount>()),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(doc.typed::<ClusterRole>()),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                drop(doc.typed::<ClusterRoleBinding>())
+            }
+            ("rbac.authorization.k8s.io/v1", "Role") => drop(doc.typed::<Role>()),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(doc.typed::<RoleBinding>()),
+            ("apps/v1", "Deployment") => drop(doc.typed::<Deployment>()),
+            ("storage.k8s.io/v1", "StorageClass") => drop(doc.typed::<StorageClass>()),
+            ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass") => {
+                drop(doc.typed::<VolumeSnapshotClass>())
+            }
+            (v, k) => panic!("{}: no typed check for {v} {k}", doc.origin),
+        }
+        assert!(
+            !doc.name().is_empty(),
+            "{}: metadata.name missing",
+            doc.origin
+        );
+    }
+}
+
+#[test]
+fn a_misspelt_field_is_caught() {
+    let doc = Doc {
+        origin: "inline".into(),
+        value: serde_json::json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "x"}, "automountServiceAcountToken": false
+        }),
+    };
+    let result = std::panic::catch_unwind(|| doc.typed::<ServiceAccount>());
+    assert!(
+        result.is_err(),
+        "a document with an unknown field must not pass"
+    );
+}
+
+#[test]
+fn kustomization_lists_every_manifest_and_sets_one_namespace() {
+    let kustomization = read_kustomization();
+    assert_eq!(kustomization.api_version, "kustomize.config.k8s.io/v1beta1");
+    assert_eq!(kustomization.kind, "Kustomization");
+    let listed: BTreeSet<String> = kustomization.resources.iter().cloned().collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(deploy_dir())
+        .expect("read deploy/kubernetes")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    assert_eq!(
+        listed, on_disk,
+        "kustomization resources vs files in deploy/kubernetes"
+    );
+
+    let docs = load_docs();
+    let ns = &kustomization.namespace;
+    find(&docs, "Namespace", ns);
+    for doc in &docs {
+        if let Some(obj_ns) = doc.value["metadata"]["namespace"].as_str() {
+            assert_eq!(obj_ns, ns, "{}: namespace", doc.origin);
+        }
+        for subject in doc.value["subjects"].as_array().into_iter().flatten() {
+            assert_eq!(
+                subject["namespace"].as_str(),
+                Some(ns.as_str()),
+                "{}: subject namespace",
+                doc.origin
+            );
+        }
+    }
+
+    let pod = example_pod(&docs);
+    let image = sidecar(&pod).image.clone().expect("sidecar image");
+    let image_name = image.split(':').next().unwrap_or_default();
+    let entry = kustomization
+        .images
+        .iter()
+        .find(|i| i.name == image_name)
+        .expect("kustomization overrides the sidecar image");
+    assert!(entry.new_name.is_some() || entry.new_tag.is_some());
+}
+
+#[test]
+fn cluster_role_has_exactly_the_spec_f_rules() {
+    let docs = load_docs();
+    let role: ClusterRole = find(&docs, "ClusterRole", RUNNER_ROLE).typed();
+    assert!(role.aggregation_rule.is_none());
+    let got = flatten(role.rules.as_deref().unwrap_or_default());
+    let want = expected(SPEC_F_CLUSTER_RULES);
+    let extra: Vec<_> = got.difference(&want).collect();
+    let missing: Vec<_> = want.difference(&got).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "ClusterRole {RUNNER_ROLE}: extra {extra:?}, missing {missing:?}"
+    );
+}
+
+#[test]
+fn leader_election_role_has_exactly_the_lease_rules() {
+    let docs = load_docs();
+    let role: Role = find(&docs, "Role", LEADER_ROLE).typed();
+    assert_eq!(
+        flatten(role.rules.as_deref().unwrap_or_default()),
+        expected(SPEC_F_LEASE_RULES)
+    );
+}
+
+#[test]
+fn bindings_grant_both_roles_to_the_sidecar_service_account() {
+    let docs = load_docs();
+    let namespace = read_kustomization().namespace;
+    let sa: ServiceAccount = find(&docs, "ServiceAccount", SERVICE_ACCOUNT).typed();
+    assert_eq!(sa.metadata.namespace.as_deref(), Some(namespace.as_str()));
+
+    let is_our_sa = |kind: &str, name: &str, ns: Option<&str>| {
+        kind == "ServiceAccount" && name == SERVICE_ACCOUNT && ns == Some(namespace.as_str())
+    };
+    let cluster_bindings: Vec<ClusterRoleBinding> = docs
+        .iter()
+        .filter(|d| d.kind() == "ClusterRoleBinding")
+        .map(|d| d.typed())
+        .collect();
+    assert!(
+        cluster_bindings.iter().any(|b| {
+            b.role_ref.kind == "ClusterRole"
+                && b.role_ref.name == RUNNER_ROLE
+                && b.subjects
+                    .iter()
+                    .flatten()
+                    .any(|s| is_our_sa(&s.kind, &s.name, s.namespace.as_deref()))
+        }),
+        "no ClusterRoleBinding of {RUNNER_ROLE} to the ServiceAccount"
+    );
+    let bindings: Vec<RoleBinding> = docs
+        .iter()
+        .filter(|d| d.kind() == "RoleBinding")
+        .map(|d| d.typed())
+        .collect();
+    assert!(
+        bindings.iter().any(|b| {
+            b.role_ref.kind == "Role"
+                && b.role_ref.name == LEADER_ROLE
+                && b.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && b.subjects
+                    .iter()
+                    .flatten()
+                    .any(|s| is_our_sa(&s.kind, &s.name, s.namespace.as_deref()))
+        }),
+        "no RoleBinding of {LEADER_ROLE} to the ServiceAccount"
+    );
+
+    let pod = example_pod(&docs);
+    assert_eq!(pod.service_account_name.as_deref(), Some(SERVICE_ACCOUNT));
+}
+
+#[test]
+fn example_pod_meets_the_restricted_pod_security_level() {
+    let docs = load_docs();
+    let pod = example_pod(&docs);
+    let pod_sc = pod.security_context.clone().unwrap_or_default();
+    assert_eq!(
+        pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault"),
+        "pod seccomp profile"
+    );
+    assert!(
+        pod.host_network != Some(true) && pod.host_pid != Some(true) && pod.host_ipc != Some(true)
+    );
+    for volume in pod.volumes.iter().flatten() {
+        assert!(
+            volume.host_path.is_none(),
+            "volume {} is a hostPath",
+            volume.name
+        );
+    }
+    for c in pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+    {
+        let sc = c.security_context.clone().unwrap_or_default();
+        let non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true);
+        let uid = sc.run_as_user.or(pod_sc.run_as_user);
+        assert!(
+            non_root && uid != Some(0),
+            "{}: must run as non-root",
+            c.name
+        );
+        assert_eq!(sc.privileged, None, "{}: privileged", c.name);
+        assert_eq!(
+            sc.allow_privilege_escalation,
+            Some(false),
+            "{}: privilege escalation",
+            c.name
+        );
+        assert_eq!(
+            sc.read_only_root_filesystem,
+            Some(true),
+            "{}: read-only root",
+            c.name
+        );
+        let caps = sc.capabilities.unwrap_or_default();
+        assert_eq!(
+            caps.drop,
+            Some(vec!["ALL".to_string()]),
+            "{}: capabilities drop",
+            c.name
+        );
+        assert!(caps.add.is_none(), "{}: capabilities add", c.name);
+        let resources = c.resources.clone().unwrap_or_default();
+        for what in ["cpu", "memory"] {
+            assert!(
+                resources
+                    .requests
+                    .as_ref()
+                    .is_some_and(|r| r.contains_key(what))
+                    && resources
+                        .limits
+                        .as_ref()
+                        .is_some_and(|r| r.contains_key(what)),
+                "{}: {what} request and limit",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+fn sidecar_shares_the_driver_socket_and_probes_its_http_endpoint() {
+    let docs = load_docs();
+    let pod = example_pod(&docs);
+    let ours = sidecar(&pod);
+    let args = ours.args.clone().unwrap_or_default();
+
+    // The socket: --csi-address points into a volume that the driver container
+    // mounts too, and that volume is an emptyDir.
+    let address = flag_value(&args, "csi-address").expect("--csi-address");
+    let socket = address.strip_prefix("unix://").unwrap_or(address);
+    let mount = ours
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| Path::new(socket).starts_with(&m.mount_path))
+        .expect("socket directory is mounted into the sidecar");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .expect("socket volume");
+    assert!(volume.empty_dir.is_some(), "socket volume is an emptyDir");
+    let driver = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "hostpath")
+        .expect("driver container");
+    let driver_mount = driver
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == mount.name)
+        .expect("driver mounts the socket volume");
+    let endpoint = driver
+        .args
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix("--endpoint=unix://"))
+        .expect("driver --endpoint");
+    let relative = Path::new(socket)
+        .strip_prefix(&mount.mount_path)
+        .expect("socket under mount");
+    assert_eq!(
+        Path::new(endpoint),
+        Path::new(&driver_mount.mount_path).join(relative)
+    );
+
+    // The probes: both httpGet on the port --http-endpoint listens on; the
+    // liveness probe uses the leader-election health check, which exists only
+    // with --leader-election.
+    let http = flag_value(&args, "http-endpoint").expect("--http-endpoint");
+    let port: i32 = http
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port in --http-endpoint");
+    let named_port = |p: &IntOrString| match p {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => ours
+            .ports
+            .iter()
+            .flatten()
+            .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+            .map(|cp| cp.container_port)
+            .expect("named port"),
+    };
+    let liveness = ours
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .expect("liveness httpGet");
+    assert_eq!(named_port(&liveness.port), port);
+    assert_eq!(liveness.path.as_deref(), Some("/healthz/leader-election"));
+    assert!(args.iter().any(|a| a == "--leader-election"));
+    let readiness = ours
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .expect("readiness httpGet");
+    assert_eq!(named_port(&readiness.port), port);
+    let metrics_path = flag_value(&args, "metrics-path").unwrap_or("/metrics");
+    assert_eq!(readiness.path.as_deref(), Some(metrics_path));
+
+    // The Lease namespace comes from the pod's namespace via the downward API.
+    let ns_arg =
+        flag_value(&args, "leader-election-namespace").expect("--leader-election-namespace");
+    let var = ns_arg
+        .strip_prefix("$(")
+        .and_then(|s| s.strip_suffix(')'))
+        .expect("$(VAR) reference");
+    let env = ours
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == var)
+        .expect("env var for the namespace");
+    let field = env
+        .value_from
+        .as_ref()
+        .and_then(|v| v.field_ref.as_ref())
+        .expect("fieldRef");
+    assert_eq!(field.field_path, "metadata.namespace");
+}
+
+#[test]
+fn snapshot_class_uses_the_example_driver() {
+    let docs = load_docs();
+    let class: VolumeSnapshotClass =
+        find(&docs, "VolumeSnapshotClass", "csi-hostpath-snapclass").typed();
+    let storage: StorageClass = find(&docs, "StorageClass", "csi-hostpath-sc").typed();
+    let pod = example_pod(&docs);
+    let driver = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "hostpath")
+        .expect("driver container");
+    let name = driver
+        .args
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix("--drivername="))
+        .expect("--drivername");
+    assert_eq!(class.driver, name);
+    assert_eq!(storage.provisioner, name);
+    assert_eq!(storage.volume_binding_mode.as_deref(), Some("Immediate"));
+    assert!(matches!(
+        class.deletion_policy,
+        DeletionPolicy::Delete | DeletionPolicy::Retain
+    ));
+    // Reserved keys are the only ones the sidecar interprets; anything else
+    // under the prefix would make every create fail (spec C.3).
+    for key in class.parameters.iter().flatten().map(|(k, _)| k) {
+        assert!(
+            !key.starts_with("csi.storage.k8s.io/"),
+            "reserved key {key} in the example class"
+        );
+    }
+}
