@@ -1,2 +1,4 @@
 //! Test peers: an embedded Kubernetes API server and a mock CSI driver.
 //! Built only with the `testing` feature (on by default, off in the image).
+
+pub mod mock_driver;
