@@ -729,6 +729,83 @@ async fn stale_socket_file_is_replaced() {
     assert!(!sock.exists(), "stop removes the socket");
 }
 
+#[tokio::test]
+async fn binary_serves_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("csi.sock");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_csi-mock-driver"))
+        .arg("--endpoint")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["--name", "bin.csi.example.com", "--latency", "1ms"])
+        .args(["--no-list-snapshots", "--get-snapshot", "--no-group"])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn csi-mock-driver");
+    // Wait (bounded) for the socket to accept connections.
+    let mut channel = None;
+    for _ in 0..300 {
+        if sock.exists()
+            && let Ok(c) = csi_snapshotter::testing::mock_driver::connect(&sock).await
+        {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let channel = channel.expect("csi-mock-driver did not start listening");
+    let mut id = IdentityClient::new(channel.clone());
+    let info = id
+        .get_plugin_info(pb::GetPluginInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, "bin.csi.example.com");
+    let caps = id
+        .get_plugin_capabilities(pb::GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        caps.capabilities.len(),
+        1,
+        "--no-group drops GROUP_CONTROLLER_SERVICE"
+    );
+    let mut ctrl = ControllerClient::new(channel.clone());
+    let caps = ctrl
+        .controller_get_capabilities(pb::ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let caps: Vec<i32> = caps
+        .capabilities
+        .iter()
+        .filter_map(|c| {
+            c.r#type
+                .as_ref()
+                .map(|pb::controller_service_capability::Type::Rpc(r)| r.r#type)
+        })
+        .collect();
+    assert!(!caps.contains(&(CtrlCap::ListSnapshots as i32)));
+    assert!(caps.contains(&(CtrlCap::GetSnapshot as i32)));
+    let snap = ctrl
+        .create_snapshot(create_req("s", "v"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(snap.snapshot.is_some());
+    drop((id, ctrl, channel));
+
+    let pid = child.id().expect("child pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "exits cleanly on SIGTERM: {status}");
+    assert!(!sock.exists(), "the socket is removed on exit");
+}
+
 /// Throughput figure for the report: CreateSnapshot RPCs per second from
 /// one client over the Unix socket. Prints, asserts nothing about speed.
 /// Run with `cargo test --release --test mock_driver -- --ignored --nocapture`.

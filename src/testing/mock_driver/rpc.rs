@@ -143,7 +143,7 @@ impl Injection {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct SlotState {
     last_request: Option<Vec<u8>>,
     last_secrets: Option<HashMap<String, String>>,
@@ -152,15 +152,15 @@ struct SlotState {
     malformed: Option<Malformed>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Slot {
     calls: AtomicU64,
     latency_ns: AtomicU64,
     state: Mutex<SlotState>,
 }
 
-/// The per-RPC table.
-#[derive(Debug, Default)]
+/// The per-RPC table. Not `Debug`: it holds the secrets of the last requests.
+#[derive(Default)]
 pub(crate) struct RpcTable {
     slots: [Slot; Rpc::ALL.len()],
 }
