@@ -197,6 +197,7 @@ async fn create_snapshot_is_idempotent_by_name() {
         csi_snapshotter::testing::mock_driver::DEFAULT_SNAPSHOT_SIZE
     );
 
+    assert_eq!(h.mock.snapshot(&a.snapshot_id).as_ref(), Some(&a));
     let again = create(&mut h, "snapshot-1", "vol-a").await.unwrap();
     assert_eq!(again.snapshot_id, a.snapshot_id);
     assert_eq!(again.creation_time, a.creation_time);
@@ -561,6 +562,16 @@ async fn counters_last_request_and_secrets() {
         h.mock
             .last_request::<pb::DeleteSnapshotRequest>("DeleteSnapshot")
             .is_none()
+    );
+    assert!(
+        h.mock
+            .wait_for_calls("CreateSnapshot", 1, Duration::from_secs(5))
+            .await
+    );
+    assert!(
+        !h.mock
+            .wait_for_calls("DeleteSnapshot", 1, Duration::from_millis(20))
+            .await
     );
     h.mock.reset_calls();
     assert_eq!(h.mock.calls("CreateSnapshot"), 0);

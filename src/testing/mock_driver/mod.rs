@@ -49,6 +49,10 @@ pub const DEFAULT_SNAPSHOT_SIZE: i64 = 1 << 30;
 /// keep a graceful shutdown waiting.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// How often [`MockDriver::wait_for_calls`] looks at the counter: short
+/// enough not to slow tests down, long enough not to busy-spin.
+const WAIT_POLL: Duration = Duration::from_millis(5);
+
 /// Start-up configuration of the mock driver.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
@@ -266,6 +270,18 @@ impl MockDriver {
         self.inner.rpcs.calls(Rpc::expect(method))
     }
 
+    /// Waits until `method` was called at least `n` times; false if that did
+    /// not happen within `timeout`.
+    pub async fn wait_for_calls(&self, method: &str, n: u64, timeout: Duration) -> bool {
+        let rpc = Rpc::expect(method);
+        let poll = async {
+            while self.inner.rpcs.calls(rpc) < n {
+                tokio::time::sleep(WAIT_POLL).await;
+            }
+        };
+        tokio::time::timeout(timeout, poll).await.is_ok()
+    }
+
     /// Resets every call counter to zero.
     pub fn reset_calls(&self) {
         self.inner.rpcs.reset_calls();
@@ -358,6 +374,13 @@ impl MockDriver {
     /// Live backend state: every snapshot, group members included.
     pub fn snapshots(&self) -> Vec<pb::Snapshot> {
         self.inner.backend().snapshots()
+    }
+
+    /// Live backend state: the snapshot with this id, if it exists.
+    pub fn snapshot(&self, snapshot_id: &str) -> Option<pb::Snapshot> {
+        self.snapshots()
+            .into_iter()
+            .find(|s| s.snapshot_id == snapshot_id)
     }
 
     /// Live backend state: every group snapshot with its members.
