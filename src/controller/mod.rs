@@ -1,5 +1,6 @@
 //! The effectful layer: runs the steps that `reconcile` decides, fed by the
 //! watch caches through per-kind work queues.
 
+pub mod intake;
 pub mod queue;
 pub mod queue_metrics;

@@ -1,5 +1,9 @@
 //! The API side: Kubernetes types, reads, writes, events and watches. No gRPC
 //! types in here.
 
+pub mod client;
+pub mod event;
 pub mod keys;
 pub mod types;
+pub mod watch;
+pub mod write;

@@ -1,0 +1,360 @@
+//! Informer-style watch caches (spec B.5, B.6): list + watch one kind into an
+//! in-memory store and tell a handler about every add, update and delete.
+//!
+//! - Stored objects are lean: `managedFields` and the
+//!   `kubectl.kubernetes.io/last-applied-configuration` annotation are
+//!   dropped before storing, as the sidecar never reads them.
+//! - After a re-list, objects that vanished meanwhile are delivered as
+//!   deletes and the rest as updates, like a client-go informer.
+//! - With a resync period, every cached object is re-delivered as an update
+//!   whose old and new object are the same (no API traffic).
+//! - The cache reports "synced" once the first list has been stored.
+//! - Watch errors are logged and the watch restarts with backoff; it never
+//!   ends. Objects that do not decode are the concern of the type: watch a
+//!   lenient wrapper type (e.g. `Lenient<T>`) so one bad object cannot break
+//!   the list.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+/// Annotation written by `kubectl apply`; it holds a full copy of the object.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Label that assigns a content to one node with `--node-deployment` (spec B.6).
+pub const MANAGED_BY_LABEL: &str = "snapshot.storage.kubernetes.io/managed-by";
+
+/// The label selector of `--node-deployment` for node `node_name`.
+pub fn managed_by_selector(node_name: &str) -> String {
+    format!("{MANAGED_BY_LABEL}={node_name}")
+}
+
+/// A change seen by an informer.
+#[derive(Debug, Clone)]
+pub enum Notification<K> {
+    /// A new object.
+    Add(Arc<K>),
+    /// A changed object, or a resync (then `old` and `new` are the same).
+    Update {
+        /// The previously cached object.
+        old: Arc<K>,
+        /// The object now cached.
+        new: Arc<K>,
+    },
+    /// The object is gone (the last cached state).
+    Delete(Arc<K>),
+}
+
+impl<K: Resource> Notification<K> {
+    /// The object's name (the queue key of a cluster-scoped kind).
+    pub fn name(&self) -> Option<&str> {
+        let obj = match self {
+            Notification::Add(o) | Notification::Delete(o) => o,
+            Notification::Update { new, .. } => new,
+        };
+        obj.meta().name.as_deref()
+    }
+}
+
+/// Options of one informer.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// Label selector for list and watch (`--node-deployment`).
+    pub label_selector: Option<String>,
+    /// Period of the resync (`--resync-period`); `None` or zero disables it.
+    pub resync_period: Option<Duration>,
+}
+
+struct CacheInner<K> {
+    objects: RwLock<HashMap<String, Arc<K>>>,
+    synced: watch::Sender<bool>,
+}
+
+/// The read side of an informer: the current objects by name. Cheap to clone.
+pub struct Cache<K> {
+    inner: Arc<CacheInner<K>>,
+}
+
+impl<K> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Cache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K> Debug for Cache<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("synced", &*self.inner.synced.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> Default for Cache<K> {
+    fn default() -> Self {
+        Cache::new()
+    }
+}
+
+impl<K> Cache<K> {
+    /// An empty, unsynced cache.
+    pub fn new() -> Self {
+        Cache {
+            inner: Arc::new(CacheInner {
+                objects: RwLock::new(HashMap::new()),
+                synced: watch::channel(false).0,
+            }),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<K>>> {
+        self.inner
+            .objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<K>>> {
+        self.inner
+            .objects
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached object named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<K>> {
+        self.read().get(name).cloned()
+    }
+
+    /// All cached objects, in no particular order.
+    pub fn list(&self) -> Vec<Arc<K>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Number of cached objects.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether the cache holds no object.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the first full list has been stored.
+    pub fn is_synced(&self) -> bool {
+        *self.inner.synced.borrow()
+    }
+
+    /// Resolves once the first full list has been stored.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.inner.synced.subscribe();
+        // The sender lives in `self`, so the channel cannot close here.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Stores `obj` under `name`; returns the object it replaced.
+    pub fn insert(&self, name: String, obj: Arc<K>) -> Option<Arc<K>> {
+        self.write().insert(name, obj)
+    }
+
+    /// Removes `name`; returns the removed object.
+    pub fn remove(&self, name: &str) -> Option<Arc<K>> {
+        self.write().remove(name)
+    }
+
+    fn mark_synced(&self) {
+        self.inner.synced.send_replace(true);
+    }
+}
+
+/// Drops what the sidecar never reads from a watched object.
+pub fn make_lean<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+/// A list + watch of one kind feeding a [`Cache`].
+pub struct Informer<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    api: Api<K>,
+    options: WatchOptions,
+    cache: Cache<K>,
+}
+
+impl<K> Informer<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// An informer over `api` (use `Api::all` for cluster-scoped kinds).
+    pub fn new(api: Api<K>, options: WatchOptions) -> Self {
+        Informer {
+            api,
+            options,
+            cache: Cache::new(),
+        }
+    }
+
+    /// The cache this informer fills.
+    pub fn cache(&self) -> Cache<K> {
+        self.cache.clone()
+    }
+
+    /// Runs the watch forever, calling `handler` for every change. The
+    /// handler runs on the watch task and must not block (enqueue and return).
+    pub async fn run<F>(self, handler: F)
+    where
+        F: Fn(Notification<K>) + Send + Sync,
+    {
+        let Informer {
+            api,
+            options,
+            cache,
+        } = self;
+        let kind = K::kind(&()).into_owned();
+        // Informers list from the API server's watch cache (resourceVersion=0).
+        let mut config = watcher::Config::default().any_semantic();
+        if let Some(sel) = &options.label_selector {
+            config = config.labels(sel);
+        }
+        let stream = watcher::watcher(api, config).default_backoff();
+        futures::pin_mut!(stream);
+        let resync = options.resync_period.filter(|d| !d.is_zero());
+        let mut ticker = resync.map(|d| {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let mut relisting: Option<HashSet<String>> = None;
+        loop {
+            let tick = async {
+                match ticker.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ev = stream.next() => match ev {
+                    None => {
+                        tracing::error!(kind, "Watch stream ended");
+                        return;
+                    }
+                    Some(Err(e)) => tracing::warn!(kind, error = %e, "Watch failed, restarting"),
+                    Some(Ok(Event::Init)) => {
+                        tracing::debug!(kind, "Listing");
+                        relisting = Some(HashSet::new());
+                    }
+                    Some(Ok(Event::InitApply(obj))) => {
+                        if let (Some(seen), Some(name)) = (relisting.as_mut(), obj.meta().name.clone()) {
+                            seen.insert(name);
+                        }
+                        apply(&cache, obj, &handler);
+                    }
+                    Some(Ok(Event::InitDone)) => {
+                        if let Some(seen) = relisting.take() {
+                            let gone: Vec<String> =
+                                cache.read().keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                            for name in gone {
+                                if let Some(old) = cache.remove(&name) {
+                                    handler(Notification::Delete(old));
+                                }
+                            }
+                        }
+                        if !cache.is_synced() {
+                            tracing::info!(kind, objects = cache.len(), "Cache synced");
+                            cache.mark_synced();
+                        }
+                    }
+                    Some(Ok(Event::Apply(obj))) => apply(&cache, obj, &handler),
+                    Some(Ok(Event::Delete(mut obj))) => {
+                        if let Some(name) = obj.meta().name.clone() {
+                            make_lean(&mut obj);
+                            let last = cache.remove(&name).unwrap_or_else(|| Arc::new(obj));
+                            handler(Notification::Delete(last));
+                        }
+                    }
+                },
+                () = tick => {
+                    if cache.is_synced() {
+                        tracing::debug!(kind, objects = cache.len(), "Resync");
+                        for obj in cache.list() {
+                            handler(Notification::Update { old: obj.clone(), new: obj });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply<K: Resource>(cache: &Cache<K>, mut obj: K, handler: &impl Fn(Notification<K>)) {
+    let Some(name) = obj.meta().name.clone() else {
+        tracing::warn!("Ignoring a watched object without a name");
+        return;
+    };
+    make_lean(&mut obj);
+    let new = Arc::new(obj);
+    match cache.insert(name, new.clone()) {
+        Some(old) => handler(Notification::Update { old, new }),
+        None => handler(Notification::Add(new)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    #[test]
+    fn lean_objects_drop_managed_fields_and_last_applied() {
+        let mut cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("x".into()),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                annotations: Some(
+                    [
+                        (LAST_APPLIED_ANNOTATION.to_string(), "{}".to_string()),
+                        ("keep".to_string(), "1".to_string()),
+                    ]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        make_lean(&mut cm);
+        assert!(cm.metadata.managed_fields.is_none());
+        assert_eq!(
+            cm.metadata
+                .annotations
+                .unwrap()
+                .into_keys()
+                .collect::<Vec<_>>(),
+            vec!["keep".to_string()]
+        );
+    }
+
+    #[test]
+    fn node_selector() {
+        assert_eq!(
+            managed_by_selector("node-1"),
+            "snapshot.storage.kubernetes.io/managed-by=node-1"
+        );
+    }
+}
