@@ -727,6 +727,23 @@ async fn state_file_survives_a_restart() {
 }
 
 #[tokio::test]
+async fn corrupt_state_file_is_a_start_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    std::fs::write(&state, b"{ not json").unwrap();
+    let err = MockDriver::start(
+        dir.path().join("csi.sock"),
+        MockConfig {
+            state_file: Some(state),
+            ..MockConfig::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+}
+
+#[tokio::test]
 async fn stale_socket_file_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("csi.sock");
