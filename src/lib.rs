@@ -13,9 +13,13 @@
 
 pub mod controller;
 pub mod csi;
+pub mod http;
 pub mod k8s;
+pub mod leader;
 pub mod metrics;
+pub mod process_metrics;
 pub mod reconcile;
+pub mod shutdown;
 
 #[cfg(feature = "testing")]
 pub mod testing;
