@@ -1,4 +1,5 @@
 //! Test peers: an embedded Kubernetes API server and a mock CSI driver.
 //! Built only with the `testing` feature (on by default, off in the image).
 
+pub mod apiserver;
 pub mod mock_driver;
