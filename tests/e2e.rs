@@ -1,0 +1,119 @@
+//! End-to-end scenarios against a real Kubernetes cluster that has the
+//! snapshot CRDs and the upstream snapshot-controller installed.
+//!
+//! ```text
+//! E2E_KUBECONFIG=~/.kube/config E2E_DRIVER=hostpath.csi.k8s.io \
+//!     cargo test --test e2e -- --nocapture --test-threads=1
+//! ```
+//!
+//! Every setting is an environment variable; docs/e2e.md lists them. Without
+//! `E2E_KUBECONFIG` the suite prints one line and passes, so that CI (which
+//! has no cluster) stays green while still compiling the suite.
+//!
+//! The suite talks to the cluster only through kube and k8s-openapi (snapshot
+//! objects are untyped JSON), so it tests the sidecar from outside, exactly as
+//! a user would observe it.
+
+#[path = "e2e/cluster.rs"]
+mod cluster;
+#[path = "e2e/scenarios.rs"]
+mod scenarios;
+#[path = "e2e/settings.rs"]
+mod settings;
+#[path = "e2e/sidecar.rs"]
+mod sidecar;
+
+use std::io::Write;
+use std::time::Instant;
+
+use settings::Settings;
+
+/// Writes one line to the real stdout. Test output capture only intercepts
+/// `print!`, so the progress of a long run (and the skip line in CI) is
+/// visible even without `--nocapture`.
+pub(crate) fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+#[test]
+fn e2e() {
+    let settings = match Settings::from_env() {
+        Ok(Some(settings)) => settings,
+        Ok(None) => {
+            say("e2e: skipped (E2E_KUBECONFIG not set)");
+            return;
+        }
+        Err(e) => panic!("e2e: bad settings: {e}"),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let failures = runtime.block_on(run(settings));
+    assert!(failures.is_empty(), "e2e: failed scenarios: {failures:?}");
+}
+
+/// Runs the selected scenarios one after another and returns the names of
+/// those that failed. A failing scenario does not stop the others.
+async fn run(settings: Settings) -> Vec<&'static str> {
+    let client = match cluster::connect(&settings).await {
+        Ok(client) => client,
+        Err(e) => panic!("e2e: cannot use the cluster: {e}"),
+    };
+    let _sidecar = match &settings.sidecar {
+        Some(launch) => match sidecar::Sidecar::start(launch, &settings).await {
+            Ok(s) => Some(s),
+            Err(e) => panic!("e2e: cannot start the sidecar: {e}"),
+        },
+        None => {
+            say(&format!(
+                "e2e: using the csi-snapshotter already running for driver {}",
+                settings.driver
+            ));
+            None
+        }
+    };
+
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for scenario in scenarios::ALL {
+        if !settings.selects(scenario.name) {
+            continue;
+        }
+        ran += 1;
+        say(&format!("== {}: {}", scenario.name, scenario.about));
+        let started = Instant::now();
+        let scope = cluster::Scope::new(client.clone(), &settings, scenario.name).await;
+        let outcome = match &scope {
+            Ok(scope) => (scenario.run)(scope).await,
+            Err(e) => Err(format!("cannot create the scenario namespace: {e}")),
+        };
+        if let Ok(scope) = scope {
+            scope.cleanup().await;
+        }
+        match outcome {
+            Ok(scenarios::Outcome::Passed) => {
+                say(&format!(
+                    "   PASS {} ({:.0?})",
+                    scenario.name,
+                    started.elapsed()
+                ));
+            }
+            Ok(scenarios::Outcome::Skipped(why)) => {
+                say(&format!("   SKIP {}: {why}", scenario.name));
+            }
+            Err(e) => {
+                say(&format!("   FAIL {}: {e}", scenario.name));
+                failures.push(scenario.name);
+            }
+        }
+    }
+    say(&format!(
+        "e2e: {ran} scenarios run, {} failed",
+        failures.len()
+    ));
+    failures
+}
