@@ -11,14 +11,17 @@
 //!   code never imports it.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod controller;
 pub mod csi;
 pub mod http;
 pub mod k8s;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod process_metrics;
 pub mod reconcile;
+pub mod run;
 pub mod shutdown;
 
 #[cfg(feature = "testing")]

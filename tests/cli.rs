@@ -1,0 +1,311 @@
+//! The binary's command line: Go-style flag parsing, usage, exit codes and
+//! the values rejected at startup (spec A and B.1 steps 1–6).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_csi-snapshotter");
+
+/// Every flag upstream defines (spec A.1–A.3).
+const UPSTREAM_FLAGS: &[&str] = &[
+    "resync-period",
+    "snapshot-name-prefix",
+    "snapshot-name-uuid-length",
+    "worker-threads",
+    "timeout",
+    "extra-create-metadata",
+    "retry-interval-start",
+    "retry-interval-max",
+    "node-deployment",
+    "groupsnapshot-name-prefix",
+    "groupsnapshot-name-uuid-length",
+    "feature-gates",
+    "version",
+    "kubeconfig",
+    "csi-address",
+    "leader-election",
+    "leader-election-namespace",
+    "leader-election-lease-duration",
+    "leader-election-renew-deadline",
+    "leader-election-retry-period",
+    "leader-election-labels",
+    "kube-api-qps",
+    "kube-api-burst",
+    "http-endpoint",
+    "metrics-address",
+    "metrics-path",
+    "automaxprocs",
+    "v",
+    "vmodule",
+    "logging-format",
+    "log-flush-frequency",
+    "log-text-split-stream",
+    "log-json-split-stream",
+    "log-text-info-buffer-size",
+    "log-json-info-buffer-size",
+];
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        // KUBECONFIG must be ignored; make sure a stray one cannot help.
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("NODE_NAME")
+        .output()
+        .expect("run csi-snapshotter")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited normally")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A kubeconfig that loads but points at nothing listening.
+fn kubeconfig(dir: &Path) -> String {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: t\n",
+    )
+    .unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn help_lists_every_upstream_flag_and_exits_0() {
+    for h in ["--help", "-h", "-help"] {
+        let out = run(&[h]);
+        assert_eq!(code(&out), 0, "{h}");
+        let text = stderr(&out);
+        for flag in UPSTREAM_FLAGS {
+            assert!(
+                text.contains(&format!("--{flag} ")),
+                "{h}: usage lacks --{flag}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_flag_exits_2_with_usage() {
+    let out = run(&["--no-such-flag"]);
+    assert_eq!(code(&out), 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("flag provided but not defined: -no-such-flag"),
+        "{err}"
+    );
+    assert!(err.contains("--csi-address"), "usage missing: {err}");
+}
+
+#[test]
+fn klog_flags_are_not_accepted() {
+    for flag in ["--logtostderr", "--alsologtostderr=true", "--log_dir=/tmp"] {
+        assert_eq!(code(&run(&[flag])), 2, "{flag}");
+    }
+}
+
+#[test]
+fn malformed_values_exit_2() {
+    for args in [
+        &["--timeout=10"][..],
+        &["--timeout", "1d"],
+        &["--resync-period=fast"],
+        &["--worker-threads=1.5"],
+        &["--leader-election=yes"],
+        &["--leader-election-labels=novalue"],
+        &["--timeout"],
+    ] {
+        let out = run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--csi-address"), "{args:?}: no usage");
+    }
+}
+
+#[test]
+fn version_prints_argv0_and_version() {
+    for v in ["--version", "-version", "--version=true"] {
+        let out = run(&[v]);
+        assert_eq!(code(&out), 0, "{v}");
+        let line = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(line, format!("{BIN} {}\n", env!("CARGO_PKG_VERSION")));
+    }
+}
+
+#[test]
+fn single_dash_and_bare_bools_parse_like_go() {
+    // A bare bool never takes the next argument: "false" here is the first
+    // positional argument, which ends parsing, so --version stays true.
+    let out = run(&["-version", "false", "--bogus"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // -version=false does not print the version; the run then fails on the
+    // missing in-cluster configuration (exit 1), proving the flags parsed.
+    let out = run(&["-version=false", "-timeout", "2s", "-v", "3"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+}
+
+#[test]
+fn feature_gate_errors() {
+    assert_eq!(code(&run(&["--feature-gates=NoSuchGate=true"])), 255);
+    assert_eq!(code(&run(&["--feature-gates=CSIVolumeGroupSnapshot"])), 2);
+    assert_eq!(
+        code(&run(&["--feature-gates=CSIVolumeGroupSnapshot=maybe"])),
+        2
+    );
+    // Accepted gates, including repeats, pass validation.
+    let out = run(&[
+        "--feature-gates=AllAlpha=true,ComponentFlagz=false",
+        "--feature-gates=ReleaseLeaderElectionOnExit=true",
+        "--version",
+    ]);
+    assert_eq!(code(&out), 0);
+}
+
+#[test]
+fn ga_gate_set_false_logs_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path());
+    let out = run(&[
+        "--kubeconfig",
+        &kc,
+        "--csi-address=tcp://127.0.0.1:1",
+        "--feature-gates=CSIVolumeGroupSnapshot=false",
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with('W') && l.contains("CSIVolumeGroupSnapshot=false")),
+        "{err}"
+    );
+}
+
+#[test]
+fn flag_conflicts_exit_1() {
+    let out = run(&["--node-deployment", "--leader-election"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("--node-deployment and --leader-election"));
+    let out = run(&["--metrics-address=:8080", "--http-endpoint=:8081"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("--metrics-address"));
+    assert_eq!(code(&run(&["--snapshot-name-prefix="])), 1);
+}
+
+#[test]
+fn logging_validation_exits_1() {
+    assert_eq!(code(&run(&["--logging-format=xml"])), 1);
+    assert_eq!(code(&run(&["--log-text-split-stream"])), 1);
+    assert_eq!(code(&run(&["--log-json-info-buffer-size=1Mi"])), 1);
+}
+
+#[test]
+fn values_that_crash_upstream_are_rejected_at_startup() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--snapshot-name-uuid-length=33"],
+            "--snapshot-name-uuid-length=33",
+        ),
+        (
+            &["--snapshot-name-uuid-length=-2"],
+            "--snapshot-name-uuid-length=-2",
+        ),
+        (
+            &["--groupsnapshot-name-uuid-length=64"],
+            "--groupsnapshot-name-uuid-length=64",
+        ),
+        (&["--worker-threads=0"], "--worker-threads=0"),
+        (&["--timeout=0s"], "--timeout=0s"),
+        (&["--retry-interval-start=0"], "--retry-interval-start"),
+        (
+            &["--retry-interval-start=10m", "--retry-interval-max=5m"],
+            "--retry-interval-max",
+        ),
+        (
+            &["--leader-election", "--leader-election-lease-duration=5s"],
+            "leader-election",
+        ),
+        (&["--kube-api-burst=-1"], "--kube-api-burst"),
+    ];
+    for (args, mentions) in cases {
+        let out = run(args);
+        assert_eq!(code(&out), 1, "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(mentions), "{args:?}: {err}");
+        assert!(
+            !err.contains("Usage"),
+            "{args:?}: validation errors print no usage"
+        );
+    }
+}
+
+#[test]
+fn kubeconfig_env_is_ignored_and_missing_in_cluster_config_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path());
+    let out = Command::new(BIN)
+        .env("KUBECONFIG", &kc)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("Kubernetes client configuration"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn node_deployment_without_node_name_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path());
+    let out = run(&["--kubeconfig", &kc, "--node-deployment"]);
+    assert_eq!(code(&out), 255, "{}", stderr(&out));
+    assert!(stderr(&out).contains("NODE_NAME"));
+}
+
+#[test]
+fn non_unix_csi_address_exits_1_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path());
+    for addr in ["tcp://127.0.0.1:10000", "localhost:10000", "dns:///csi"] {
+        let out = run(&["--kubeconfig", &kc, "--csi-address", addr]);
+        assert_eq!(code(&out), 1, "{addr}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("only unix domain sockets are supported"),
+            "{addr}: {err}"
+        );
+    }
+}
+
+#[test]
+fn json_logging_writes_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path());
+    let out = run(&[
+        "--kubeconfig",
+        &kc,
+        "--logging-format=json",
+        "--csi-address=tcp://x",
+    ]);
+    let err = stderr(&out);
+    let objs: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(!objs.is_empty());
+    for o in &objs {
+        assert!(
+            o["ts"].is_f64() && o["msg"].is_string() && o["level"].is_string(),
+            "{o}"
+        );
+    }
+    assert!(
+        objs.iter()
+            .any(|o| o["msg"] == "Version" && o["version"].is_string())
+    );
+}
