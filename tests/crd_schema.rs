@@ -805,8 +805,11 @@ fn pruning_drops_unknown_fields_silently() {
     obj["status"]["extra"] = json!({"a": 1});
     obj["topLevel"] = json!(1);
     obj["metadata"]["labels"] = json!({"keep": "me"});
+    // A null for a non-nullable field is dropped too, without being "unknown".
+    obj["status"]["error"] = Value::Null;
     let mut pruned = s.prune(SNAP, "v1", "volumesnapshotcontents", &mut obj);
-    assert_eq!(obj, set(vsc(), "/metadata/labels", json!({"keep": "me"})));
+    let want = remove(vsc(), "/status/error");
+    assert_eq!(obj, set(want, "/metadata/labels", json!({"keep": "me"})));
     pruned.sort();
     assert_eq!(
         pruned,
@@ -982,11 +985,14 @@ fn pruning_keeps_preserve_unknown_fields() {
         "free": {"anything": {"goes": [1, 2]}, "inner": {"known": "k", "unknown": "u"}},
         "bogus": 1
     }));
+    obj["spec"]["note"] = Value::Null;
+    obj["spec"]["free"]["loose"] = Value::Null;
     let pruned = s.prune("example.com", "v1", "widgets", &mut obj);
     assert_eq!(pruned, ["spec.bogus", "spec.free.inner.unknown"]);
+    // Nulls stay where the schema allows them (nullable, or unknown but preserved).
     assert_eq!(
         obj["spec"],
-        json!({"name": "ab", "free": {"anything": {"goes": [1, 2]}, "inner": {"known": "k"}}})
+        json!({"name": "ab", "note": null, "free": {"anything": {"goes": [1, 2]}, "loose": null, "inner": {"known": "k"}}})
     );
 }
 

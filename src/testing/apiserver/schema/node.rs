@@ -27,6 +27,8 @@ pub(crate) struct Node {
     pub any_of: Vec<Node>,
     /// `nullable`.
     pub nullable: bool,
+    /// Whether a `default` is declared.
+    pub has_default: bool,
     /// `x-kubernetes-preserve-unknown-fields`.
     pub preserve_unknown: bool,
     /// `x-kubernetes-int-or-string`.
@@ -47,6 +49,8 @@ pub(crate) struct Node {
     pub pattern: Option<(String, regex::Regex)>,
     /// `x-kubernetes-validations` in the supported CEL subset.
     pub rules: Vec<Rule>,
+    /// Whether this node or a descendant carries rules.
+    pub subtree_has_rules: bool,
 }
 
 /// One `x-kubernetes-validations` entry the evaluator understands.
@@ -104,6 +108,7 @@ impl Node {
                 })
                 .unwrap_or_default(),
             nullable: bool_of("nullable"),
+            has_default: v.get("default").is_some(),
             preserve_unknown: bool_of("x-kubernetes-preserve-unknown-fields"),
             int_or_string: bool_of("x-kubernetes-int-or-string"),
             embedded_resource: bool_of("x-kubernetes-embedded-resource"),
@@ -171,19 +176,18 @@ impl Node {
                 }
             }
         }
+        node.subtree_has_rules = !node.rules.is_empty()
+            || node.properties.values().any(|n| n.subtree_has_rules)
+            || node
+                .additional
+                .as_deref()
+                .is_some_and(|n| n.subtree_has_rules)
+            || node.items.as_deref().is_some_and(|n| n.subtree_has_rules);
         node
     }
 
     /// The schema type shown as the value of a failed rule (`"object"`).
     pub(crate) fn type_name(&self) -> &str {
         self.ty.as_deref().unwrap_or("")
-    }
-
-    /// Whether this node or a descendant carries rules.
-    pub(crate) fn has_rules(&self) -> bool {
-        !self.rules.is_empty()
-            || self.properties.values().any(Node::has_rules)
-            || self.additional.as_deref().is_some_and(Node::has_rules)
-            || self.items.as_deref().is_some_and(Node::has_rules)
     }
 }

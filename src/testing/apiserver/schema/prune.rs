@@ -9,11 +9,36 @@ use serde_json::Value;
 const META_FIELDS: &[&str] = &["apiVersion", "kind", "metadata"];
 
 /// Removes unknown fields from `v` in place and returns their paths
-/// (e.g. `spec.foo`), in the order found.
+/// (e.g. `spec.foo`), in the order found. Then, as the apiserver's decoder
+/// does, drops object fields set to `null` whose schema is neither
+/// nullable nor defaulted (silently: they are not unknown).
 pub(crate) fn prune(root: &Node, v: &mut Value) -> Vec<String> {
     let mut pruned = Vec::new();
     walk(Some(root), v, "", true, &mut pruned);
+    drop_nulls(Some(root), v);
     pruned
+}
+
+fn drop_nulls(node: Option<&Node>, v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|k, child| {
+                let sub = node.and_then(|n| n.properties.get(k).or(n.additional.as_deref()));
+                !(child.is_null() && sub.is_some_and(|s| !s.nullable && !s.has_default))
+            });
+            for (k, child) in map.iter_mut() {
+                let sub = node.and_then(|n| n.properties.get(k).or(n.additional.as_deref()));
+                drop_nulls(sub, child);
+            }
+        }
+        Value::Array(items) => {
+            let sub = node.and_then(|n| n.items.as_deref());
+            for item in items {
+                drop_nulls(sub, item);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn walk(

@@ -18,7 +18,7 @@ const RULES_SKIPPED: &str = "some validation rules were not checked because the 
 pub(crate) fn validate(root: &Node, new: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     schema_pass(root, new, old, "", &mut errs);
-    if root.has_rules() {
+    if root.subtree_has_rules {
         if errs.iter().any(is_blocking) {
             errs.push(FieldError {
                 field: "<nil>".to_string(),
@@ -358,7 +358,7 @@ fn rules_pass(node: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mu
         Value::Object(map) => {
             for (k, child) in map {
                 let sub = node.properties.get(k).or(node.additional.as_deref());
-                if let Some(sub) = sub.filter(|s| s.has_rules()) {
+                if let Some(sub) = sub.filter(|s| s.subtree_has_rules) {
                     rules_pass(
                         sub,
                         child,
@@ -370,7 +370,7 @@ fn rules_pass(node: &Node, v: &Value, old: Option<&Value>, path: &str, errs: &mu
             }
         }
         Value::Array(items) => {
-            if let Some(sub) = node.items.as_deref().filter(|s| s.has_rules()) {
+            if let Some(sub) = node.items.as_deref().filter(|s| s.subtree_has_rules) {
                 for (i, item) in items.iter().enumerate() {
                     rules_pass(sub, item, None, &format!("{path}[{i}]"), errs);
                 }
