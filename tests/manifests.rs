@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use csi_snapshotter::http::{LEADER_HEALTH_PATH, READY_PATH};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -573,7 +574,7 @@ fn sidecar_shares_the_driver_socket_and_probes_its_http_endpoint() {
         .and_then(|p| p.http_get.as_ref())
         .expect("liveness httpGet");
     assert_eq!(named_port(&liveness.port), port);
-    assert_eq!(liveness.path.as_deref(), Some("/healthz/leader-election"));
+    assert_eq!(liveness.path.as_deref(), Some(LEADER_HEALTH_PATH));
     assert!(args.iter().any(|a| a == "--leader-election"));
     let readiness = ours
         .readiness_probe
@@ -581,8 +582,7 @@ fn sidecar_shares_the_driver_socket_and_probes_its_http_endpoint() {
         .and_then(|p| p.http_get.as_ref())
         .expect("readiness httpGet");
     assert_eq!(named_port(&readiness.port), port);
-    let metrics_path = flag_value(&args, "metrics-path").unwrap_or("/metrics");
-    assert_eq!(readiness.path.as_deref(), Some(metrics_path));
+    assert_eq!(readiness.path.as_deref(), Some(READY_PATH));
 
     // The Lease namespace comes from the pod's namespace via the downward API.
     let ns_arg =

@@ -506,15 +506,21 @@ async fn transient_error_retried(s: &Scope) -> ScenarioResult {
 }
 
 async fn delete_while_creating(s: &Scope) -> ScenarioResult {
-    let Some(p) = s.settings.slow_param.clone() else {
-        return Ok(Outcome::Skipped(
-            "needs a driver with slow creates (set E2E_SLOW_PARAM)".into(),
-        ));
+    let params: Vec<(String, String)> = match (&s.settings.slow_param, s.settings.slow_creates) {
+        (Some(p), _) => vec![(p.key.clone(), p.value.clone())],
+        (None, true) => Vec::new(),
+        (None, false) => {
+            return Ok(Outcome::Skipped(
+                "needs a driver with slow creates (set E2E_SLOW_PARAM or E2E_SLOW_CREATES)".into(),
+            ));
+        }
     };
+    let pairs: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let (claim, _) = s.bound_claim("src").await?;
-    let class = s
-        .create_class("slow", "Delete", &[(&p.key, &p.value)])
-        .await?;
+    let class = s.create_class("slow", "Delete", &pairs).await?;
     let snapshot = s.snapshot_claim("snap", &class, &claim).await?;
     let content = s.bound_content(&snapshot).await?;
 
@@ -548,10 +554,7 @@ async fn delete_while_creating(s: &Scope) -> ScenarioResult {
         .await?;
     if is_ready(&in_flight) {
         recorder.abort();
-        return Err(format!(
-            "the create had already finished; {}={} is not slow enough",
-            p.key, p.value
-        ));
+        return Err("the create had already finished; the driver is not slow enough".into());
     }
     s.check("CreateSnapshot is in flight (being-created annotation set)");
     s.delete(&s.snapshots(), &snapshot).await?;

@@ -63,6 +63,10 @@ pub struct Settings {
     /// `E2E_SLOW_PARAM`: with this class parameter CreateSnapshot takes
     /// several seconds (well below the sidecar's --timeout) before it succeeds.
     pub slow_param: Option<Param>,
+    /// `E2E_SLOW_CREATES=1`: every CreateSnapshot of the driver is slow (for
+    /// example the mock driver started with `--latency 10s`), so no class
+    /// parameter is needed for the in-flight deletion scenario.
+    pub slow_creates: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -125,6 +129,7 @@ impl Settings {
             secret_param: param("E2E_SECRET_PARAM")?,
             transient_param: param("E2E_TRANSIENT_PARAM")?,
             slow_param: param("E2E_SLOW_PARAM")?,
+            slow_creates: var("E2E_SLOW_CREATES").is_some_and(|v| v != "0"),
         }))
     }
 
