@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use csi_snapshotter::http::{LEADER_HEALTH_PATH, READY_PATH};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -638,4 +639,122 @@ fn snapshot_class_uses_the_example_driver() {
             "reserved key {key} in the example class"
         );
     }
+}
+
+/// The sidecar binary built for this test run.
+const SIDECAR_BIN: &str = env!("CARGO_BIN_EXE_csi-snapshotter");
+
+/// Long flag names (`--name`) mentioned in the binary's `--help` text.
+fn flags_in_help() -> BTreeSet<String> {
+    let out = Command::new(SIDECAR_BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "--help exits 0");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Option lines start with the flag (clap's layout: `  --name <VALUE>`);
+    // prose elsewhere in the text may mention `--name` as an example.
+    text.lines()
+        .filter_map(|line| line.trim_start().strip_prefix("--"))
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Exit status of the binary for `args` followed by `--version`: the flags
+/// are parsed and checked, then it prints its version instead of running.
+fn exit_status_with_version(args: &[String]) -> Option<i32> {
+    Command::new(SIDECAR_BIN)
+        .args(args)
+        .arg("--version")
+        .output()
+        .expect("run the sidecar binary")
+        .status
+        .code()
+}
+
+#[test]
+fn sidecar_args_are_flags_the_binary_accepts() {
+    let docs = load_docs();
+    let pod = example_pod(&docs);
+    let args = sidecar(&pod).args.clone().unwrap_or_default();
+    let known = flags_in_help();
+    for arg in &args {
+        let name = arg
+            .trim_start_matches('-')
+            .split('=')
+            .next()
+            .unwrap_or_default();
+        assert!(arg.starts_with("--"), "{arg}: use the --flag spelling");
+        assert!(
+            known.contains(name),
+            "{arg}: not a flag of csi-snapshotter --help"
+        );
+    }
+    assert_eq!(
+        exit_status_with_version(&args),
+        Some(0),
+        "the example's args must parse: {args:?}"
+    );
+    // The same check notices a flag the binary does not know.
+    assert_eq!(
+        exit_status_with_version(&["--no-such-flag".to_string()]),
+        Some(2)
+    );
+}
+
+/// One row of a flag table in docs/migrating.md: the flags it names and
+/// whether the row says they are rejected.
+fn migration_rows() -> Vec<(Vec<String>, bool)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/migrating.md");
+    let text = std::fs::read_to_string(&path).expect("read docs/migrating.md");
+    text.lines()
+        .filter(|l| l.starts_with("| `--") || l.starts_with("| klog flags"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let flags = cells[1]
+                .split('`')
+                .filter(|t| t.starts_with("--"))
+                .map(|t| t.trim_start_matches('-').to_string())
+                .collect();
+            let rejected = cells.get(3).is_some_and(|c| c.starts_with("rejected"));
+            (flags, rejected)
+        })
+        .collect()
+}
+
+#[test]
+fn migration_guide_covers_every_flag_of_the_binary() {
+    let known = flags_in_help();
+    let mut documented = BTreeSet::new();
+    for (flags, rejected) in migration_rows() {
+        for flag in flags {
+            if rejected {
+                assert_eq!(
+                    exit_status_with_version(&[format!("--{flag}")]),
+                    Some(2),
+                    "docs/migrating.md says --{flag} is rejected"
+                );
+            } else {
+                assert!(
+                    known.contains(&flag),
+                    "docs/migrating.md lists --{flag}, which the binary lacks"
+                );
+                documented.insert(flag);
+            }
+        }
+    }
+    let missing: Vec<_> = known.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "flags missing from docs/migrating.md: {missing:?}"
+    );
 }
