@@ -1,3 +1,402 @@
-//! An embedded Kubernetes API server for tests and the demo.
+//! An embedded Kubernetes API server for tests, benchmarks and the demo.
+//!
+//! It serves, over plain HTTP on 127.0.0.1, the resources the sidecar and
+//! its demo use at their real REST paths, with kube-apiserver's semantics
+//! for versions, conflicts, the status subresource, patches, finalizers,
+//! selectors, pagination, watches and error bodies. See
+//! [`ApiServer::start`]; the `csi-snapshotter embedded-apiserver` command
+//! ([`cli_main`]) runs it on its own.
 
+mod bench;
+mod cli;
+mod discovery;
+mod faults;
+mod handler;
+mod object;
+mod patch;
+pub mod raw;
+mod resources;
 pub mod schema;
+mod selector;
+mod status;
+mod store;
+mod validate;
+mod watch;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use bench::{BenchOptions, BenchReport, run_bench};
+pub use cli::cli_main;
+pub use faults::Faults;
+
+use faults::Counters;
+use resources::{RESOURCES, ResourceDef};
+use status::Cause;
+use store::Store;
+
+/// Default interval between watch bookmarks. Upstream sends one about
+/// every minute; tests that want them sooner call
+/// [`ApiServer::set_bookmark_interval`].
+const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Namespaces every cluster starts with.
+const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// How to start an [`ApiServer`].
+#[derive(Debug, Clone, Default)]
+pub struct ApiServerOptions {
+    /// Address to listen on; `None` = 127.0.0.1 with a port chosen by the OS.
+    pub listen: Option<SocketAddr>,
+    /// Directory of CRD YAML files: custom resources are then pruned and
+    /// validated against their `openAPIV3Schema` (422 Invalid on failure).
+    pub crd_schemas: Option<PathBuf>,
+    /// Where to write the kubeconfig; `None` = a fresh temporary directory
+    /// removed when the server is dropped.
+    pub kubeconfig_out: Option<PathBuf>,
+}
+
+/// Schema checks for custom resources (pruning and validation).
+pub(crate) trait Validator: Send + Sync {
+    /// Drops fields the schema does not declare.
+    fn prune(&self, def: &ResourceDef, obj: &mut Value);
+    /// Validates a create (`old` = None) or an update.
+    fn validate(
+        &self,
+        def: &ResourceDef,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), Vec<Cause>>;
+}
+
+/// State shared by all connections.
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    pub(crate) published: Arc<AtomicU64>,
+    pub(crate) faults: Faults,
+    pub(crate) counters: Counters,
+    pub(crate) validator: Option<Box<dyn Validator>>,
+    pub(crate) addr: SocketAddr,
+    bookmark_ms: AtomicU64,
+    shutdown: signal::Sender<bool>,
+}
+
+impl Shared {
+    /// Locks the store (a poisoned lock is still usable: every write leaves
+    /// the store consistent before it can panic).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current bookmark interval.
+    pub(crate) fn bookmark_interval(&self) -> Duration {
+        Duration::from_millis(self.bookmark_ms.load(Ordering::Relaxed).max(1))
+    }
+
+    /// A receiver that changes when the server shuts down.
+    pub(crate) fn shutdown_signal(&self) -> signal::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// A running embedded API server. Dropping it stops it.
+pub struct ApiServer {
+    shared: Arc<Shared>,
+    kubeconfig: PathBuf,
+    temp_dir: Option<PathBuf>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("addr", &self.shared.addr)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish()
+    }
+}
+
+/// The kubeconfig text for a server at `addr`.
+pub fn kubeconfig_yaml(addr: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: embedded\n  cluster:\n    server: http://{addr}\n\
+         users:\n\
+         - name: embedded\n  user:\n    token: embedded-apiserver-token\n\
+         contexts:\n\
+         - name: embedded\n  context:\n    cluster: embedded\n    user: embedded\n    namespace: default\n\
+         current-context: embedded\n"
+    )
+}
+
+/// Adapts the CRD schema checks to the server.
+struct SchemaValidator(schema::Schemas);
+
+impl Validator for SchemaValidator {
+    fn prune(&self, def: &ResourceDef, obj: &mut Value) {
+        self.0.prune(def.group, def.version, def.plural, obj);
+    }
+
+    fn validate(
+        &self,
+        def: &ResourceDef,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), Vec<Cause>> {
+        let result = match old {
+            Some(old) => self
+                .0
+                .validate_update(def.group, def.version, def.plural, obj, old),
+            None => self.0.validate(def.group, def.version, def.plural, obj),
+        };
+        result.map_err(|errs| {
+            errs.iter()
+                .map(|e| Cause {
+                    reason: e.kind.reason().to_string(),
+                    message: e.body(),
+                    field: e.field.clone(),
+                })
+                .collect()
+        })
+    }
+}
+
+fn load_validator(dir: &Path) -> io::Result<Option<Box<dyn Validator>>> {
+    let schemas = schema::Schemas::load_dir(dir).map_err(io::Error::other)?;
+    Ok(Some(Box::new(SchemaValidator(schemas))))
+}
+
+impl ApiServer {
+    /// Binds, writes the kubeconfig and starts serving.
+    pub async fn start(opts: ApiServerOptions) -> io::Result<ApiServer> {
+        let validator = match &opts.crd_schemas {
+            Some(dir) => load_validator(dir)?,
+            None => None,
+        };
+        let listen = opts
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let published = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(published.clone())),
+            published,
+            faults: Faults::default(),
+            counters: Counters::default(),
+            validator,
+            addr,
+            bookmark_ms: AtomicU64::new(DEFAULT_BOOKMARK_INTERVAL.as_millis() as u64),
+            shutdown: signal::channel(false).0,
+        });
+        for ns in INITIAL_NAMESPACES {
+            handler::seed(
+                &shared,
+                "namespaces",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .map_err(|e| io::Error::other(e.message))?;
+        }
+        let (kubeconfig, temp_dir) = match &opts.kubeconfig_out {
+            Some(p) => (p.clone(), None),
+            None => {
+                let dir = std::env::temp_dir()
+                    .join(format!("embedded-apiserver-{}", uuid::Uuid::new_v4()));
+                (dir.join("kubeconfig"), Some(dir))
+            }
+        };
+        if let Some(parent) = kubeconfig.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        tokio::fs::write(&kubeconfig, kubeconfig_yaml(addr)).await?;
+        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        tracing::debug!(%addr, kubeconfig = %kubeconfig.display(), "embedded API server listening");
+        Ok(ApiServer {
+            shared,
+            kubeconfig,
+            temp_dir,
+            accept: Some(accept),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// The kubeconfig written at start.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// A kube client for this server, built from the written kubeconfig.
+    pub async fn try_client(&self) -> io::Result<kube::Client> {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(io::Error::other)?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(io::Error::other)?;
+        kube::Client::try_from(config).map_err(io::Error::other)
+    }
+
+    /// A kube client for this server (test convenience).
+    ///
+    /// # Panics
+    /// If the client cannot be built from the server's own kubeconfig,
+    /// which would be a bug in this module.
+    pub async fn client(&self) -> kube::Client {
+        match self.try_client().await {
+            Ok(c) => c,
+            Err(e) => panic!("client for the embedded API server: {e}"),
+        }
+    }
+
+    /// Requests served so far. `verb`: `GET`, `LIST`, `WATCH`, `POST`,
+    /// `PUT`, `PATCH`, `DELETE` (or kube verbs like `create`), `*` for
+    /// all. `resource`: a plural (counts its subresources too),
+    /// `plural/status` (only the subresource), `*` for all.
+    pub fn request_count(&self, verb: &str, resource: &str) -> u64 {
+        self.shared.counters.count(verb, resource)
+    }
+
+    /// Fault injection.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Sets the interval of periodic bookmarks for watches that allow them
+    /// (applies to watches started afterwards).
+    pub fn set_bookmark_interval(&self, d: Duration) {
+        self.shared
+            .bookmark_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Forgets all retained watch events, as an etcd compaction does:
+    /// watches and continue tokens from older versions then get 410.
+    pub fn compact(&self) {
+        self.shared.lock().compact();
+    }
+
+    /// The newest resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().rv()
+    }
+
+    /// A stored object, read without going through HTTP. `resource` is a
+    /// plural (`volumesnapshotcontents`) or `plural.group` to pick among
+    /// groups (`events.events.k8s.io`); `namespace` is "" for
+    /// cluster-scoped objects.
+    pub fn object(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let res = resource_index(resource)?;
+        self.shared
+            .lock()
+            .get(res, &(namespace.to_string(), name.to_string()))
+            .map(|e| (*e.obj).clone())
+    }
+
+    /// All stored objects of a resource, in key order.
+    pub fn objects(&self, resource: &str) -> Vec<Value> {
+        let Some(res) = resource_index(resource) else {
+            return Vec::new();
+        };
+        self.shared.lock().tables[res]
+            .objects
+            .values()
+            .map(|e| (*e.obj).clone())
+            .collect()
+    }
+
+    /// Sends one raw HTTP request (`body` as given, no client-side
+    /// processing): for tests that check the wire.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&Value>,
+    ) -> io::Result<raw::RawResponse> {
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
+        raw::request(self.addr(), method, path, content_type, bytes.as_deref()).await
+    }
+
+    /// Opens a raw watch stream (`path` must include `watch=true`).
+    pub async fn watch_raw(&self, path: &str) -> io::Result<raw::RawWatch> {
+        raw::RawWatch::open(self.addr(), path).await
+    }
+
+    /// Stops serving and closes all connections and watches.
+    pub async fn shutdown(mut self) {
+        let _ = self.shared.shutdown.send(true);
+        if let Some(h) = self.accept.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.shared.shutdown.send(true);
+        if let Some(h) = self.accept.take() {
+            h.abort();
+        }
+        if let Some(dir) = &self.temp_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn resource_index(resource: &str) -> Option<usize> {
+    RESOURCES
+        .iter()
+        .position(|r| r.plural == resource || r.qualified() == resource)
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown_signal();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let sh = shared.clone();
+                    conns.spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| handler::handle(sh.clone(), req));
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                        if let Err(e) = conn.await {
+                            tracing::trace!(error = %e, "embedded API server connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "embedded API server accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = conns.join_next() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    conns.shutdown().await;
+}

@@ -1,0 +1,211 @@
+//! Fault injection and request accounting.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Normalizes a verb to the names used by the counters and faults
+/// (`GET`, `LIST`, `WATCH`, `POST`, `PUT`, `PATCH`, `DELETE`); Kubernetes
+/// verb names (`create`, `update`, …) are accepted too.
+pub(crate) fn normalize_verb(verb: &str) -> String {
+    match verb.to_ascii_lowercase().as_str() {
+        "create" | "post" => "POST".into(),
+        "update" | "put" => "PUT".into(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+#[derive(Debug)]
+struct FailRule {
+    verb: String,
+    resource: String,
+    subresource: String,
+    code: u16,
+    remaining: u32,
+}
+
+#[derive(Debug)]
+struct DelayRule {
+    verb: String,
+    resource: String,
+    delay: Duration,
+}
+
+fn matches(pattern: &str, value: &str) -> bool {
+    pattern == "*" || pattern == value
+}
+
+/// Faults to inject into the embedded API server's answers. Obtained from
+/// [`super::ApiServer::faults`]; every method takes effect at once.
+///
+/// Patterns: a verb as in [`normalize_verb`], a resource plural, a
+/// subresource (`""` = the main resource, `"status"`); `"*"` matches
+/// anything.
+#[derive(Debug)]
+pub struct Faults {
+    fails: Mutex<Vec<FailRule>>,
+    delays: Mutex<Vec<DelayRule>>,
+    gone: AtomicU32,
+    close: watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            fails: Mutex::new(Vec::new()),
+            delays: Mutex::new(Vec::new()),
+            gone: AtomicU32::new(0),
+            close: watch::channel(0).0,
+        }
+    }
+}
+
+impl Faults {
+    /// Fails the next `n` requests matching (verb, resource, subresource)
+    /// with `code` and a `Status` body whose reason matches the code.
+    pub fn fail_next(&self, verb: &str, resource: &str, subresource: &str, code: u16, n: u32) {
+        let mut f = self.fails.lock().unwrap_or_else(|e| e.into_inner());
+        f.push(FailRule {
+            verb: if verb == "*" {
+                "*".into()
+            } else {
+                normalize_verb(verb)
+            },
+            resource: resource.into(),
+            subresource: subresource.into(),
+            code,
+            remaining: n,
+        });
+    }
+
+    /// Delays every response by `d` (`Duration::ZERO` removes the delay).
+    pub fn delay(&self, d: Duration) {
+        self.delay_matching("*", "*", d);
+    }
+
+    /// Delays responses to (verb, resource) by `d`; `Duration::ZERO`
+    /// removes the rule.
+    pub fn delay_matching(&self, verb: &str, resource: &str, d: Duration) {
+        let verb = if verb == "*" {
+            "*".into()
+        } else {
+            normalize_verb(verb)
+        };
+        let mut rules = self.delays.lock().unwrap_or_else(|e| e.into_inner());
+        rules.retain(|r| !(r.verb == verb && r.resource == resource));
+        if !d.is_zero() {
+            rules.push(DelayRule {
+                verb,
+                resource: resource.into(),
+                delay: d,
+            });
+        }
+    }
+
+    /// Ends every open watch stream (clients see the stream close cleanly,
+    /// as when a real server restarts or times a watch out).
+    pub fn close_watches(&self) {
+        self.close.send_modify(|v| *v += 1);
+    }
+
+    /// Answers the next watch request with a single ERROR event carrying a
+    /// 410 Expired status, the way a real server reports a too-old version.
+    pub fn next_watch_gone(&self) {
+        self.gone.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Removes all pending failures and delays.
+    pub fn clear(&self) {
+        self.fails.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.delays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.gone.store(0, Ordering::SeqCst);
+    }
+
+    /// The code to fail this request with, consuming one use of the rule.
+    pub(crate) fn take_failure(
+        &self,
+        verb: &str,
+        resource: &str,
+        subresource: &str,
+    ) -> Option<u16> {
+        let mut f = self.fails.lock().unwrap_or_else(|e| e.into_inner());
+        let i = f.iter().position(|r| {
+            r.remaining > 0
+                && matches(&r.verb, verb)
+                && matches(&r.resource, resource)
+                && matches(&r.subresource, subresource)
+        })?;
+        f[i].remaining -= 1;
+        let code = f[i].code;
+        if f[i].remaining == 0 {
+            f.remove(i);
+        }
+        Some(code)
+    }
+
+    /// The delay for this request, if any.
+    pub(crate) fn delay_for(&self, verb: &str, resource: &str) -> Option<Duration> {
+        let rules = self.delays.lock().unwrap_or_else(|e| e.into_inner());
+        rules
+            .iter()
+            .filter(|r| matches(&r.verb, verb) && matches(&r.resource, resource))
+            .map(|r| r.delay)
+            .max()
+    }
+
+    /// Whether this watch must be answered 410 (consumes the request).
+    pub(crate) fn take_gone(&self) -> bool {
+        self.gone
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// A receiver that changes whenever watches must close.
+    pub(crate) fn close_signal(&self) -> watch::Receiver<u64> {
+        self.close.subscribe()
+    }
+}
+
+/// Request counters by (verb, resource, subresource).
+#[derive(Debug, Default)]
+pub(crate) struct Counters(Mutex<HashMap<(String, String, String), u64>>);
+
+impl Counters {
+    /// Counts one request.
+    pub fn hit(&self, verb: &str, resource: &str, subresource: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((
+            verb.to_string(),
+            resource.to_string(),
+            subresource.to_string(),
+        ))
+        .or_default() += 1;
+    }
+
+    /// Requests matching `verb` (or `*`) and `resource` (`plural` counts all
+    /// its subresources too, `plural/status` only the subresource, `*` all).
+    pub fn count(&self, verb: &str, resource: &str) -> u64 {
+        let verb = if verb == "*" {
+            "*".to_string()
+        } else {
+            normalize_verb(verb)
+        };
+        let (res, sub) = match resource.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (resource, None),
+        };
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|((v, r, s), _)| {
+                matches(&verb, v) && matches(res, r) && sub.is_none_or(|want| want == s)
+            })
+            .map(|(_, n)| *n)
+            .sum()
+    }
+}

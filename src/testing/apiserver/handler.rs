@@ -1,0 +1,990 @@
+//! Request routing and the REST verbs.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::discovery;
+use super::faults::normalize_verb;
+use super::object::{
+    Part, check_namespace, check_type_meta, finalizers, generate_name, meta_mut, meta_str,
+    now_rfc3339, prepare_create, prepare_update, same_object,
+};
+use super::patch;
+use super::resources::{RESOURCES, ResourceDef, find, namespaces};
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::{ApiError, invalid1};
+use super::store::{Key, Retry, set_rv};
+use super::watch;
+
+/// Response body: either a full JSON document or a watch stream.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Attempts at a write racing with other writers before giving up; each
+/// retry recomputes from the newest state, as etcd's GuaranteedUpdate does.
+const MAX_WRITE_ATTEMPTS: usize = 64;
+
+/// Where a request goes.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub res: usize,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+}
+
+impl Target {
+    fn def(&self) -> &'static ResourceDef {
+        &RESOURCES[self.res]
+    }
+}
+
+enum Route {
+    Doc(Value),
+    Text(&'static str),
+    Resource(Target),
+}
+
+/// Builds a JSON response.
+pub(crate) fn json_response(code: u16, body: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes_response(code, Bytes::from(bytes))
+}
+
+fn bytes_response(code: u16, bytes: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(bytes).boxed_unsync());
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A `Status` error response.
+pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.to_status())
+}
+
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a query string.
+pub(crate) fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k, true), percent_decode(v, true)),
+            None => (percent_decode(p, true), String::new()),
+        })
+        .collect()
+}
+
+fn route(path: &str, addr: std::net::SocketAddr) -> Option<Route> {
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode(s, false))
+        .collect();
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match s.as_slice() {
+        [] => Some(Route::Doc(
+            json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]}),
+        )),
+        ["version"] => Some(Route::Doc(discovery::version())),
+        ["healthz" | "livez" | "readyz"] => Some(Route::Text("ok")),
+        ["api"] => Some(Route::Doc(discovery::core_versions(addr))),
+        ["api", v] => discovery::resource_list("", v).map(Route::Doc),
+        ["apis"] => Some(Route::Doc(discovery::group_list())),
+        ["apis", g] => discovery::group(g).map(Route::Doc),
+        ["apis", g, v] => discovery::resource_list(g, v).map(Route::Doc),
+        ["api", v, rest @ ..] => resource_route("", v, rest).map(Route::Resource),
+        ["apis", g, v, rest @ ..] => resource_route(g, v, rest).map(Route::Resource),
+        _ => None,
+    }
+}
+
+fn resource_route(group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+    let cluster = |plural: &str, name: Option<&str>, sub: Option<&str>| {
+        let res = find(group, version, plural)?;
+        if name.is_some() && RESOURCES[res].namespaced {
+            return None;
+        }
+        Some(Target {
+            res,
+            namespace: None,
+            name: name.map(String::from),
+            sub: sub.map(String::from),
+        })
+    };
+    let namespaced = |ns: &str, plural: &str, name: Option<&str>, sub: Option<&str>| {
+        let res = find(group, version, plural)?;
+        if !RESOURCES[res].namespaced {
+            return None;
+        }
+        Some(Target {
+            res,
+            namespace: Some(ns.to_string()),
+            name: name.map(String::from),
+            sub: sub.map(String::from),
+        })
+    };
+    match rest {
+        ["namespaces", ns, plural] if find(group, version, plural).is_some() => {
+            namespaced(ns, plural, None, None)
+        }
+        ["namespaces", ns, plural, name] => namespaced(ns, plural, Some(name), None),
+        ["namespaces", ns, plural, name, sub] => namespaced(ns, plural, Some(name), Some(sub)),
+        [plural] => cluster(plural, None, None),
+        [plural, name] => cluster(plural, Some(name), None),
+        [plural, name, sub] => cluster(plural, Some(name), Some(sub)),
+        _ => None,
+    }
+}
+
+/// The request's verb for counters and faults.
+fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> &'static str {
+    match *method {
+        Method::GET if t.name.is_some() => "GET",
+        Method::GET if is_true(q.get("watch")) => "WATCH",
+        Method::GET => "LIST",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+fn is_true(v: Option<&String>) -> bool {
+    matches!(v.map(String::as_str), Some("true" | "1"))
+}
+
+/// Entry point for every request.
+pub(crate) async fn handle(
+    sh: Arc<Shared>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let q = parse_query(parts.uri.query());
+    let Some(route) = route(parts.uri.path(), sh.addr) else {
+        sh.counters
+            .hit(&normalize_verb(parts.method.as_str()), "unknown", "");
+        return Ok(error_response(&ApiError::no_route()));
+    };
+    let t = match route {
+        Route::Doc(d) => {
+            sh.counters.hit("GET", "discovery", "");
+            if parts.method != Method::GET {
+                return Ok(error_response(&ApiError::method_not_allowed()));
+            }
+            return Ok(json_response(200, &d));
+        }
+        Route::Text(s) => {
+            let mut r = Response::new(Full::new(Bytes::from_static(s.as_bytes())).boxed_unsync());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            return Ok(r);
+        }
+        Route::Resource(t) => t,
+    };
+    let verb = verb_of(&parts.method, &t, &q);
+    let plural = t.def().plural;
+    let sub = t.sub.clone().unwrap_or_default();
+    sh.counters.hit(verb, plural, &sub);
+    if let Some(d) = sh.faults.delay_for(verb, plural) {
+        tokio::time::sleep(d).await;
+    }
+    if let Some(code) = sh.faults.take_failure(verb, plural, &sub) {
+        return Ok(error_response(&ApiError::injected(code)));
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(error_response(&ApiError::bad_request(e.to_string()))),
+    };
+    let result = dispatch(&sh, &parts.method, verb, &t, &q, &content_type, body);
+    Ok(result.unwrap_or_else(|e| error_response(&e)))
+}
+
+fn dispatch(
+    sh: &Arc<Shared>,
+    method: &Method,
+    verb: &str,
+    t: &Target,
+    q: &HashMap<String, String>,
+    content_type: &str,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    match t.sub.as_deref() {
+        None => {}
+        Some("status")
+            if t.def().status && matches!(*method, Method::GET | Method::PUT | Method::PATCH) => {}
+        Some("status") if t.def().status => return Err(ApiError::method_not_allowed()),
+        Some(_) => return Err(ApiError::no_route()),
+    }
+    let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
+    match verb {
+        "GET" => get(sh, t),
+        "LIST" => list(sh, t, q),
+        "WATCH" => watch::start(sh, t, q),
+        "POST" if t.name.is_none() => {
+            create(sh, t, parse_body(t.def(), content_type, &body)?, dry_run)
+        }
+        "PUT" if t.name.is_some() => {
+            update(sh, t, parse_body(t.def(), content_type, &body)?, dry_run)
+        }
+        "PATCH" if t.name.is_some() => patch(sh, t, q, content_type, &body, dry_run),
+        "DELETE" if t.name.is_some() => delete(sh, t, q, &body, dry_run),
+        "DELETE" => delete_collection(sh, t, q, &body, dry_run),
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// Decodes a create/update body: JSON or YAML, as the real server accepts
+/// (protobuf is not supported here and answered 415).
+fn parse_body(def: &ResourceDef, content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = match content_type {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+        })?,
+        "application/yaml" => serde_norway::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+        })?,
+        _ => {
+            let accepted = if def.custom {
+                "application/json, application/yaml"
+            } else {
+                "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+            };
+            return Err(ApiError {
+                code: 415,
+                reason: "UnsupportedMediaType",
+                message: format!(
+                    "the body of the request was in an unknown format - accepted media types include: {accepted}"
+                ),
+                details: None,
+            });
+        }
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+fn key_of(t: &Target, name: &str) -> Key {
+    (t.namespace.clone().unwrap_or_default(), name.to_string())
+}
+
+fn get(sh: &Shared, t: &Target) -> Result<Response<Body>, ApiError> {
+    let name = t.name.as_deref().unwrap_or("");
+    let entry = sh.lock().get(t.res, &key_of(t, name));
+    match entry {
+        Some(e) => Ok(json_response(200, &e.obj)),
+        None => Err(ApiError::not_found(t.def(), name)),
+    }
+}
+
+/// Serializes an object without kind/apiVersion (items of built-in lists).
+struct Untyped<'a>(&'a Value);
+
+impl serde::Serialize for Untyped<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(m) => {
+                let mut map = s.serialize_map(None)?;
+                for (k, v) in m {
+                    if k != "kind" && k != "apiVersion" {
+                        map.serialize_entry(k, v)?;
+                    }
+                }
+                map.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+struct Items<'a>(&'a [Arc<Value>], bool);
+
+impl serde::Serialize for Items<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for o in self.0 {
+            if self.1 {
+                seq.serialize_element(o.as_ref())?;
+            } else {
+                seq.serialize_element(&Untyped(o))?;
+            }
+        }
+        seq.end()
+    }
+}
+
+/// An opaque continue token: the list's version and the last key served.
+fn encode_continue(rv: u64, key: &Key) -> String {
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": rv, "ns": key.0, "name": key.1}).to_string();
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_continue(tok: &str) -> Option<(u64, Key)> {
+    if !tok.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..tok.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(tok.get(i..i + 2)?, 16).ok())
+        .collect();
+    let v: Value = serde_json::from_slice(&bytes?).ok()?;
+    Some((
+        v.get("rv")?.as_u64()?,
+        (
+            v.get("ns")?.as_str()?.to_string(),
+            v.get("name")?.as_str()?.to_string(),
+        ),
+    ))
+}
+
+fn list(sh: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+    let def = t.def();
+    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        def,
+    )?;
+    let limit: usize = match q.get("limit").map(String::as_str) {
+        None | Some("") => 0,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?
+            .max(0) as usize,
+    };
+    let cont = match q.get("continue").map(String::as_str) {
+        None | Some("") => None,
+        Some(tok) => Some(decode_continue(tok).ok_or_else(|| {
+            ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+        })?),
+    };
+    let ns = t.namespace.clone();
+    let mut items: Vec<Arc<Value>> = Vec::new();
+    let mut next: Option<Key> = None;
+    let mut remaining: u64 = 0;
+    let list_rv;
+    {
+        let store = sh.lock();
+        let table = &store.tables[t.res];
+        list_rv = match &cont {
+            Some((rv, _)) => {
+                if *rv < table.compacted {
+                    return Err(ApiError::continue_expired());
+                }
+                *rv
+            }
+            None => store.rv(),
+        };
+        let range = match (&cont, &ns) {
+            (Some((_, k)), _) => table.objects.range::<Key, _>((
+                std::ops::Bound::Excluded(k.clone()),
+                std::ops::Bound::Unbounded,
+            )),
+            (None, Some(n)) => table.objects.range::<Key, _>((
+                std::ops::Bound::Included((n.clone(), String::new())),
+                std::ops::Bound::Unbounded,
+            )),
+            (None, None) => table.objects.range::<Key, _>(..),
+        };
+        for (k, e) in range {
+            if let Some(n) = &ns
+                && &k.0 != n
+            {
+                break;
+            }
+            if !labels.matches(&e.obj) || !fields.matches(&e.obj) {
+                continue;
+            }
+            if limit > 0 && items.len() == limit {
+                if next.is_none() {
+                    next = items.last().map(|_| k.clone());
+                }
+                remaining += 1;
+                continue;
+            }
+            items.push(e.obj.clone());
+        }
+    }
+    let mut meta = serde_json::Map::new();
+    meta.insert("resourceVersion".into(), json!(list_rv.to_string()));
+    if next.is_some()
+        && let Some(last) = items.last()
+    {
+        let key = (
+            meta_str(last, "namespace").to_string(),
+            meta_str(last, "name").to_string(),
+        );
+        meta.insert("continue".into(), json!(encode_continue(list_rv, &key)));
+        if labels.is_empty() && fields.is_empty() {
+            meta.insert("remainingItemCount".into(), json!(remaining));
+        }
+    }
+    let doc = json!({
+        "kind": def.list_kind(),
+        "apiVersion": def.api_version(),
+        "metadata": Value::Object(meta),
+    });
+    let mut out = serde_json::to_vec(&doc).unwrap_or_default();
+    // Append `"items":[…]` before the closing brace without cloning items.
+    out.pop();
+    out.extend_from_slice(b",\"items\":");
+    let _ = serde_json::to_writer(&mut out, &Items(&items, def.custom));
+    out.push(b'}');
+    Ok(bytes_response(200, Bytes::from(out)))
+}
+
+fn check_namespace_exists(sh: &Shared, def: &ResourceDef, ns: &str) -> Result<(), ApiError> {
+    if !def.namespaced {
+        return Ok(());
+    }
+    let exists = sh
+        .lock()
+        .get(namespaces(), &(String::new(), ns.to_string()))
+        .is_some();
+    if exists {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(&RESOURCES[namespaces()], ns))
+    }
+}
+
+/// Prunes and validates a custom resource against its CRD schema, if the
+/// server was started with schemas.
+fn schema_check(
+    sh: &Shared,
+    def: &ResourceDef,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    if !def.custom {
+        return Ok(());
+    }
+    if let Some(v) = &sh.validator {
+        v.prune(def, obj);
+        if let Err(causes) = v.validate(def, obj, old)
+            && !causes.is_empty()
+        {
+            return Err(ApiError::invalid(def, meta_str(obj, "name"), causes));
+        }
+    }
+    Ok(())
+}
+
+fn create(
+    sh: &Shared,
+    t: &Target,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Response<Body>, ApiError> {
+    let def = t.def();
+    check_type_meta(def, &mut obj)?;
+    check_namespace(def, &mut obj, t.namespace.as_deref())?;
+    let obj = create_object(sh, def, obj, dry_run)?;
+    Ok(json_response(201, &obj))
+}
+
+fn create_object(
+    sh: &Shared,
+    def: &ResourceDef,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let generate = meta_str(&obj, "generateName").to_string();
+    let explicit = meta_str(&obj, "name").to_string();
+    if explicit.is_empty() && generate.is_empty() {
+        return Err(invalid1(
+            def,
+            "",
+            "metadata.name",
+            "FieldValueRequired",
+            "Required value: name or generateName is required".into(),
+        ));
+    }
+    let ns = meta_str(&obj, "namespace").to_string();
+    check_namespace_exists(sh, def, &ns)?;
+    let res = find(def.group, def.version, def.plural).unwrap_or_default();
+    let uid = uuid::Uuid::new_v4().to_string();
+    if explicit.is_empty() {
+        meta_mut(&mut obj).insert("name".into(), json!(generate_name(&generate)));
+    }
+    prepare_create(def, &mut obj, uid)?;
+    schema_check(sh, def, &mut obj, None)?;
+    let name = meta_str(&obj, "name").to_string();
+    let key = (ns, name.clone());
+    let mut store = sh.lock();
+    if store.get(res, &key).is_some() {
+        return Err(ApiError::already_exists(def, &name));
+    }
+    if dry_run {
+        return Ok(obj);
+    }
+    store
+        .put(res, key, obj, None)
+        .map(|o| (*o).clone())
+        .map_err(|Retry| ApiError::already_exists(def, &name))
+}
+
+/// Parses a resourceVersion precondition.
+fn parse_rv(s: &str) -> Result<u64, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
+}
+
+fn update(
+    sh: &Shared,
+    t: &Target,
+    mut obj: Value,
+    dry_run: bool,
+) -> Result<Response<Body>, ApiError> {
+    let def = t.def();
+    let name = t.name.clone().unwrap_or_default();
+    check_type_meta(def, &mut obj)?;
+    let body_name = meta_str(&obj, "name").to_string();
+    if body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    check_namespace(def, &mut obj, t.namespace.as_deref())?;
+    let part = if t.sub.is_some() {
+        Part::Status
+    } else {
+        Part::Main
+    };
+    let key = key_of(t, &name);
+    let want_rv = meta_str(&obj, "resourceVersion").to_string();
+    for _ in 0..MAX_WRITE_ATTEMPTS {
+        let current = sh.lock().get(t.res, &key);
+        let Some(cur) = current else {
+            if def.create_on_update && part == Part::Main {
+                if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                let created = create_object(sh, def, obj, dry_run)?;
+                return Ok(json_response(201, &created));
+            }
+            return Err(ApiError::not_found(def, &name));
+        };
+        if want_rv.is_empty() {
+            if def.custom {
+                return Err(invalid1(
+                    def,
+                    &name,
+                    "metadata.resourceVersion",
+                    "FieldValueInvalid",
+                    "Invalid value: 0x0: must be specified for an update".into(),
+                ));
+            }
+        } else if parse_rv(&want_rv)? != cur.rv {
+            return Err(ApiError::stale(def, &name));
+        }
+        let mut new = obj.clone();
+        set_rv(&mut new, cur.rv);
+        match commit_update(sh, t, def, part, &cur.obj, cur.rv, new, dry_run)? {
+            Some(resp) => return Ok(resp),
+            None => continue,
+        }
+    }
+    Err(ApiError::conflict(
+        def,
+        &name,
+        "too many concurrent writes; please retry",
+    ))
+}
+
+/// Finishes an update of `old` (at `base`) to `new`: strategy, schema,
+/// no-op detection, finalizer-driven deletion. `None` = lost a race.
+#[allow(clippy::too_many_arguments)]
+fn commit_update(
+    sh: &Shared,
+    t: &Target,
+    def: &ResourceDef,
+    part: Part,
+    old: &Value,
+    base: u64,
+    new: Value,
+    dry_run: bool,
+) -> Result<Option<Response<Body>>, ApiError> {
+    let name = meta_str(old, "name").to_string();
+    let mut new = prepare_update(def, part, old, new)?;
+    schema_check(sh, def, &mut new, Some(old))?;
+    if same_object(old, &new) {
+        return Ok(Some(json_response(200, old)));
+    }
+    let key = key_of(t, &name);
+    let deleting = !meta_str(&new, "deletionTimestamp").is_empty() && finalizers(&new).is_empty();
+    if dry_run {
+        return Ok(Some(json_response(200, &new)));
+    }
+    let mut store = sh.lock();
+    let result = if deleting {
+        store.remove(t.res, &key, new, base)
+    } else {
+        store.put(t.res, key, new, Some(base))
+    };
+    match result {
+        Ok(obj) => Ok(Some(json_response(200, &obj))),
+        Err(Retry) => Ok(None),
+    }
+}
+
+fn patch(
+    sh: &Shared,
+    t: &Target,
+    q: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response<Body>, ApiError> {
+    let def = t.def();
+    let name = t.name.clone().unwrap_or_default();
+    let part = if t.sub.is_some() {
+        Part::Status
+    } else {
+        Part::Main
+    };
+    enum Kind {
+        Json(Vec<serde_json::Map<String, Value>>),
+        Merge(Value),
+        Strategic(Value),
+        Apply(Value),
+    }
+    let kind = match content_type {
+        "application/json-patch+json" => Kind::Json(patch::decode_json_patch(body)?),
+        "application/merge-patch+json" => Kind::Merge(
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        "application/strategic-merge-patch+json" if !def.custom => Kind::Strategic(
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+            if q.get("fieldManager").is_none_or(String::is_empty) {
+                return Err(ApiError {
+                    code: 422,
+                    reason: "Invalid",
+                    message: "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into(),
+                    details: Some(json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"}]})),
+                });
+            }
+            let v: Value =
+                serde_norway::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Kind::Apply(v)
+        }
+        _ => return Err(ApiError::unsupported_patch(def.custom)),
+    };
+    let key = key_of(t, &name);
+    for _ in 0..MAX_WRITE_ATTEMPTS {
+        let current = sh.lock().get(t.res, &key);
+        let Some(cur) = current else {
+            if let (Kind::Apply(v), Part::Main) = (&kind, part) {
+                let mut obj = v.clone();
+                check_type_meta(def, &mut obj)?;
+                meta_mut(&mut obj).insert("name".into(), json!(name));
+                check_namespace(def, &mut obj, t.namespace.as_deref())?;
+                let created = create_object(sh, def, obj, dry_run)?;
+                return Ok(json_response(201, &created));
+            }
+            return Err(ApiError::not_found(def, &name));
+        };
+        let mut doc = (*cur.obj).clone();
+        match &kind {
+            Kind::Json(ops) => patch::apply_json_patch(&mut doc, ops)?,
+            Kind::Merge(p) => patch::merge_patch(&mut doc, p),
+            Kind::Strategic(p) => patch::strategic_as_merge(&mut doc, p),
+            Kind::Apply(p) => {
+                let mut p = p.clone();
+                check_type_meta(def, &mut p)?;
+                patch::merge_patch(&mut doc, &p);
+            }
+        }
+        if !doc.is_object() {
+            return Err(ApiError::bad_request(
+                "the patch produced something that is not an object",
+            ));
+        }
+        check_type_meta(def, &mut doc)?;
+        let patched_name = meta_str(&doc, "name").to_string();
+        if patched_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({patched_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        check_namespace(def, &mut doc, t.namespace.as_deref())?;
+        let patched_rv = meta_str(&doc, "resourceVersion").to_string();
+        if !patched_rv.is_empty() && parse_rv(&patched_rv)? != cur.rv {
+            return Err(ApiError::stale(def, &name));
+        }
+        set_rv(&mut doc, cur.rv);
+        if let Some(resp) = commit_update(sh, t, def, part, &cur.obj, cur.rv, doc, dry_run)? {
+            return Ok(resp);
+        }
+    }
+    Err(ApiError::conflict(
+        def,
+        &name,
+        "too many concurrent writes; please retry",
+    ))
+}
+
+/// DeleteOptions from the body and query.
+struct DeleteOptions {
+    uid: Option<String>,
+    rv: Option<String>,
+}
+
+fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    if let Some(p) = v
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .or(q.get("propagationPolicy").map(String::as_str))
+        && !matches!(p, "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::bad_request(format!(
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+        )));
+    }
+    let pre = v.get("preconditions");
+    Ok(DeleteOptions {
+        uid: pre
+            .and_then(|p| p.get("uid"))
+            .and_then(Value::as_str)
+            .map(String::from),
+        rv: pre
+            .and_then(|p| p.get("resourceVersion"))
+            .and_then(Value::as_str)
+            .map(String::from),
+    })
+}
+
+/// The answer to a completed delete: the object for custom resources,
+/// a success Status for built-in ones.
+fn deleted_response(def: &ResourceDef, obj: &Value) -> Response<Body> {
+    if def.custom {
+        return json_response(200, obj);
+    }
+    let mut details = serde_json::Map::new();
+    details.insert("name".into(), json!(meta_str(obj, "name")));
+    if !def.group.is_empty() {
+        details.insert("group".into(), json!(def.group));
+    }
+    details.insert("kind".into(), json!(def.plural));
+    details.insert("uid".into(), json!(meta_str(obj, "uid")));
+    json_response(
+        200,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+    )
+}
+
+/// Deletes one object: marks it if finalizers remain, removes it otherwise.
+/// Returns the object and whether it is gone.
+fn delete_one(
+    sh: &Shared,
+    t: &Target,
+    def: &ResourceDef,
+    key: &Key,
+    opts: &DeleteOptions,
+    dry_run: bool,
+) -> Result<(Value, bool), ApiError> {
+    let name = key.1.clone();
+    for _ in 0..MAX_WRITE_ATTEMPTS {
+        let Some(cur) = sh.lock().get(t.res, key) else {
+            return Err(ApiError::not_found(def, &name));
+        };
+        if let Some(uid) = &opts.uid
+            && uid != meta_str(&cur.obj, "uid")
+        {
+            return Err(ApiError::conflict(
+                def,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&cur.obj, "uid")
+                ),
+            ));
+        }
+        if let Some(rv) = &opts.rv
+            && *rv != cur.rv.to_string()
+        {
+            return Err(ApiError::conflict(
+                def,
+                &name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    cur.rv
+                ),
+            ));
+        }
+        let has_finalizers = !finalizers(&cur.obj).is_empty();
+        if has_finalizers && !meta_str(&cur.obj, "deletionTimestamp").is_empty() {
+            return Ok(((*cur.obj).clone(), false));
+        }
+        let mut store = sh.lock();
+        if has_finalizers {
+            let mut obj = (*cur.obj).clone();
+            let meta = meta_mut(&mut obj);
+            meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            if let Some(g) = meta.get("generation").and_then(Value::as_i64)
+                && g > 0
+            {
+                meta.insert("generation".into(), json!(g + 1));
+            }
+            if dry_run {
+                return Ok((obj, false));
+            }
+            match store.put(t.res, key.clone(), obj, Some(cur.rv)) {
+                Ok(o) => return Ok(((*o).clone(), false)),
+                Err(Retry) => continue,
+            }
+        }
+        if dry_run {
+            return Ok(((*cur.obj).clone(), true));
+        }
+        match store.remove(t.res, key, (*cur.obj).clone(), cur.rv) {
+            Ok(o) => return Ok(((*o).clone(), true)),
+            Err(Retry) => continue,
+        }
+    }
+    Err(ApiError::conflict(
+        def,
+        &name,
+        "too many concurrent writes; please retry",
+    ))
+}
+
+fn delete(
+    sh: &Shared,
+    t: &Target,
+    q: &HashMap<String, String>,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response<Body>, ApiError> {
+    let def = t.def();
+    let opts = delete_options(q, body)?;
+    let key = key_of(t, t.name.as_deref().unwrap_or(""));
+    let (obj, gone) = delete_one(sh, t, def, &key, &opts, dry_run)?;
+    if gone {
+        Ok(deleted_response(def, &obj))
+    } else {
+        Ok(json_response(200, &obj))
+    }
+}
+
+fn delete_collection(
+    sh: &Shared,
+    t: &Target,
+    q: &HashMap<String, String>,
+    body: &[u8],
+    dry_run: bool,
+) -> Result<Response<Body>, ApiError> {
+    let def = t.def();
+    let opts = delete_options(q, body)?;
+    let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        def,
+    )?;
+    let keys: Vec<Key> = {
+        let store = sh.lock();
+        store.tables[t.res]
+            .objects
+            .iter()
+            .filter(|(k, e)| {
+                t.namespace.as_ref().is_none_or(|n| &k.0 == n)
+                    && labels.matches(&e.obj)
+                    && fields.matches(&e.obj)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    };
+    let mut items = Vec::new();
+    for k in keys {
+        match delete_one(sh, t, def, &k, &opts, dry_run) {
+            Ok((obj, _)) => items.push(obj),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let rv = sh.lock().rv();
+    Ok(json_response(
+        200,
+        &json!({"kind": def.list_kind(), "apiVersion": def.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+    ))
+}
+
+/// Creates an object directly (server bootstrap, e.g. the initial
+/// namespaces).
+pub(crate) fn seed(sh: &Shared, plural: &str, mut obj: Value) -> Result<Value, ApiError> {
+    let def = RESOURCES
+        .iter()
+        .find(|r| r.plural == plural)
+        .ok_or_else(ApiError::no_route)?;
+    check_type_meta(def, &mut obj)?;
+    create_object(sh, def, obj, false)
+}

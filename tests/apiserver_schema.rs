@@ -1,0 +1,100 @@
+//! The embedded API server with CRD schemas: creates, updates and patches
+//! of the snapshot kinds are checked against the CRDs (422 Invalid).
+//! Needs `../shared/crds`; skipped when it is absent.
+
+use std::path::PathBuf;
+
+use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
+use serde_json::{Value, json};
+
+const VSC: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents";
+
+fn crds() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: {} not found", dir.display());
+        None
+    }
+}
+
+async fn server() -> Option<ApiServer> {
+    let dir = crds()?;
+    Some(
+        ApiServer::start(ApiServerOptions {
+            crd_schemas: Some(dir),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    )
+}
+
+fn vsc(name: &str) -> Value {
+    json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotContent",
+        "metadata": {"name": name},
+        "spec": {"deletionPolicy": "Delete", "driver": "d", "source": {"volumeHandle": "v"},
+                 "volumeSnapshotRef": {"name": "s", "namespace": "default"}}
+    })
+}
+
+#[tokio::test]
+async fn create_update_and_patch_are_validated() {
+    let Some(s) = server().await else { return };
+    let mut bad = vsc("bad");
+    bad["spec"]["deletionPolicy"] = json!("Keep");
+    let r = s
+        .request("POST", VSC, Some("application/json"), Some(&bad))
+        .await
+        .unwrap();
+    assert_eq!(r.code, 422, "{}", r.body);
+    assert_eq!(r.body["reason"], "Invalid");
+    let msg = r.body["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("VolumeSnapshotContent.snapshot.storage.k8s.io \"bad\" is invalid: ")
+            && msg.contains("spec.deletionPolicy: Unsupported value: \"Keep\": supported values: \"Delete\", \"Retain\""),
+        "{msg}"
+    );
+    assert_eq!(
+        r.body["details"]["causes"][0]["field"],
+        "spec.deletionPolicy"
+    );
+
+    let r = s
+        .request("POST", VSC, Some("application/json"), Some(&vsc("good")))
+        .await
+        .unwrap();
+    assert_eq!(r.code, 201, "{}", r.body);
+    let r = s
+        .request(
+            "PATCH",
+            &format!("{VSC}/good"),
+            Some("application/merge-patch+json"),
+            Some(&json!({"spec": {"driver": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 422, "{}", r.body);
+    let r = s
+        .request(
+            "PATCH",
+            &format!("{VSC}/good/status"),
+            Some("application/json-patch+json"),
+            Some(&json!([{"op": "replace", "path": "/status/restoreSize", "value": -1}])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 422, "{}", r.body);
+    let r = s
+        .request("PATCH", &format!("{VSC}/good/status"), Some("application/json-patch+json"), Some(&json!([{"op": "replace", "path": "/status", "value": {"readyToUse": true, "unknownField": 1}}])))
+        .await
+        .unwrap();
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert!(
+        r.body["status"].get("unknownField").is_none(),
+        "unknown fields are pruned"
+    );
+}
