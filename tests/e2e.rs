@@ -16,6 +16,8 @@
 
 #[path = "e2e/cluster.rs"]
 mod cluster;
+#[path = "e2e/objects.rs"]
+mod objects;
 #[path = "e2e/scenarios.rs"]
 mod scenarios;
 #[path = "e2e/settings.rs"]
@@ -116,4 +118,69 @@ async fn run(settings: Settings) -> Vec<&'static str> {
         failures.len()
     ));
     failures
+}
+
+/// The objects the suite sends are accepted by the API: snapshot objects
+/// pass the CRD schemas (no unknown, i.e. misspelt, fields and no rule
+/// violations), core objects round-trip through their k8s-openapi types.
+/// Runs offline, so that a typo fails CI rather than a cluster run.
+#[cfg(feature = "testing")]
+#[test]
+fn objects_are_valid_for_the_api() {
+    use csi_snapshotter::testing::apiserver::schema::Schemas;
+    use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
+    use serde_json::Value;
+
+    fn round_trips<K: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) {
+        let typed: K = serde_json::from_value(obj.clone()).expect("parses as its type");
+        assert_eq!(
+            &serde_json::to_value(&typed).expect("serializes"),
+            obj,
+            "lost a field"
+        );
+    }
+    round_trips::<Namespace>(&objects::namespace("e2e-x"));
+    round_trips::<PersistentVolumeClaim>(&objects::claim("c", Some("sc"), None));
+    round_trips::<PersistentVolumeClaim>(&objects::claim("c", None, Some("pv")));
+    round_trips::<PersistentVolume>(&objects::static_volume(
+        "pv",
+        "d.example.com",
+        "h",
+        "ns",
+        "c",
+    ));
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
+    if !dir.is_dir() {
+        say("e2e objects: CRD check skipped (../shared/crds not found)");
+        return;
+    }
+    let schemas = Schemas::load_dir(&dir).expect("load CRDs");
+    let snapshot_objects = [
+        (
+            "volumesnapshotclasses",
+            objects::snapshot_class("c", "d.example.com", "Delete", &[("k", "v")]),
+        ),
+        (
+            "volumesnapshots",
+            objects::snapshot_of_claim("s", "c", "claim"),
+        ),
+        (
+            "volumesnapshots",
+            objects::snapshot_of_content("s", "content"),
+        ),
+        (
+            "volumesnapshotcontents",
+            objects::pre_provisioned_content("p", "d.example.com", "h", "Retain", "s", "ns"),
+        ),
+    ];
+    for (plural, obj) in snapshot_objects {
+        let mut pruned = obj.clone();
+        let unknown = schemas.prune("snapshot.storage.k8s.io", "v1", plural, &mut pruned);
+        assert!(unknown.is_empty(), "{plural}: unknown fields {unknown:?}");
+        if let Err(errors) = schemas.validate("snapshot.storage.k8s.io", "v1", plural, &obj) {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            panic!("{plural}: {text:?}");
+        }
+    }
 }

@@ -758,3 +758,45 @@ fn migration_guide_covers_every_flag_of_the_binary() {
         "flags missing from docs/migrating.md: {missing:?}"
     );
 }
+
+/// Custom resources in the manifests also pass the upstream CRD schemas
+/// (shared/crds beside the repository; skipped where it is absent).
+#[cfg(feature = "testing")]
+#[test]
+fn custom_resources_pass_the_crd_schemas() {
+    use csi_snapshotter::testing::apiserver::schema::Schemas;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
+    if !dir.is_dir() {
+        println!("manifests: CRD check skipped (../shared/crds not found)");
+        return;
+    }
+    let schemas = Schemas::load_dir(&dir).expect("load CRDs");
+    let mut checked = 0;
+    for doc in load_docs() {
+        let api_version = doc.value["apiVersion"].as_str().unwrap_or_default();
+        let Some((group, version)) = api_version.split_once('/') else {
+            continue;
+        };
+        let Some(crd) = schemas
+            .crds()
+            .iter()
+            .find(|c| c.group == group && c.kind == doc.kind())
+        else {
+            continue;
+        };
+        let plural = crd.plural.clone();
+        let mut pruned = doc.value.clone();
+        let unknown = schemas.prune(group, version, &plural, &mut pruned);
+        assert!(
+            unknown.is_empty(),
+            "{}: unknown fields {unknown:?}",
+            doc.origin
+        );
+        if let Err(errors) = schemas.validate(group, version, &plural, &doc.value) {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            panic!("{}: {text:?}", doc.origin);
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no custom resource was checked");
+}

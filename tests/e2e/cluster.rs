@@ -15,8 +15,9 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::objects;
 use crate::say;
 use crate::settings::Settings;
 
@@ -159,10 +160,8 @@ impl Scope {
         let suffix = suffix();
         let ns = format!("e2e-{scenario}-{suffix}");
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let object: Namespace = serde_json::from_value(json!({
-            "metadata": {"name": ns, "labels": {"app.kubernetes.io/part-of": "csi-snapshotter-e2e"}}
-        }))
-        .map_err(|e| e.to_string())?;
+        let object: Namespace =
+            serde_json::from_value(objects::namespace(&ns)).map_err(|e| e.to_string())?;
         namespaces
             .create(&PostParams::default(), &object)
             .await
@@ -317,18 +316,12 @@ impl Scope {
         params: &[(&str, &str)],
     ) -> Result<String, String> {
         let name = self.name(base);
-        let parameters: serde_json::Map<String, Value> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::from(*v)))
-            .collect();
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshotClass",
-            "metadata": {"name": name},
-            "driver": self.settings.driver,
-            "deletionPolicy": deletion_policy,
-            "parameters": parameters,
-        }))
+        let obj: DynamicObject = serde_json::from_value(objects::snapshot_class(
+            &name,
+            &self.settings.driver,
+            deletion_policy,
+            params,
+        ))
         .map_err(|e| e.to_string())?;
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &class_resource());
         api.create(&PostParams::default(), &obj)
@@ -364,21 +357,15 @@ impl Scope {
     pub async fn bound_claim(&self, base: &str) -> Result<(String, String), String> {
         let claim = self.name(base);
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &self.ns);
-        let mut spec = json!({
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": "1Gi"}},
-        });
-        match self.storage_class().await? {
-            Some(class) => spec["storageClassName"] = Value::from(class),
+        let object = match self.storage_class().await? {
+            Some(class) => objects::claim(&claim, Some(&class), None),
             None => {
                 let volume = self.static_volume(&claim).await?;
-                spec["storageClassName"] = Value::from("");
-                spec["volumeName"] = Value::from(volume);
+                objects::claim(&claim, None, Some(&volume))
             }
-        }
+        };
         let object: PersistentVolumeClaim =
-            serde_json::from_value(json!({"metadata": {"name": claim}, "spec": spec}))
-                .map_err(|e| e.to_string())?;
+            serde_json::from_value(object).map_err(|e| e.to_string())?;
         claims
             .create(&PostParams::default(), &object)
             .await
@@ -456,17 +443,13 @@ impl Scope {
             .volume_handle
             .clone()
             .unwrap_or_else(|| self.name("volume"));
-        let pv: PersistentVolume = serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "claimRef": {"namespace": self.ns, "name": claim},
-                "csi": {"driver": self.settings.driver, "volumeHandle": handle},
-            }
-        }))
+        let pv: PersistentVolume = serde_json::from_value(objects::static_volume(
+            &name,
+            &self.settings.driver,
+            &handle,
+            &self.ns,
+            claim,
+        ))
         .map_err(|e| e.to_string())?;
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         api.create(&PostParams::default(), &pv)
@@ -486,13 +469,9 @@ impl Scope {
         claim: &str,
     ) -> Result<String, String> {
         let name = self.name(base);
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": name},
-            "spec": {"volumeSnapshotClassName": class, "source": {"persistentVolumeClaimName": claim}},
-        }))
-        .map_err(|e| e.to_string())?;
+        let obj: DynamicObject =
+            serde_json::from_value(objects::snapshot_of_claim(&name, class, claim))
+                .map_err(|e| e.to_string())?;
         self.snapshots()
             .create(&PostParams::default(), &obj)
             .await
@@ -525,17 +504,14 @@ impl Scope {
         snapshot: &str,
     ) -> Result<String, String> {
         let name = self.name(base);
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshotContent",
-            "metadata": {"name": name},
-            "spec": {
-                "deletionPolicy": deletion_policy,
-                "driver": self.settings.driver,
-                "source": {"snapshotHandle": handle},
-                "volumeSnapshotRef": {"name": snapshot, "namespace": self.ns},
-            },
-        }))
+        let obj: DynamicObject = serde_json::from_value(objects::pre_provisioned_content(
+            &name,
+            &self.settings.driver,
+            handle,
+            deletion_policy,
+            snapshot,
+            &self.ns,
+        ))
         .map_err(|e| e.to_string())?;
         self.contents()
             .create(&PostParams::default(), &obj)

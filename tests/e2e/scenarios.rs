@@ -14,6 +14,7 @@ use crate::cluster::{
     BEING_CREATED, SECRET_NAME_ANN, SECRET_NAMESPACE_ANN, Scope, annotation, at,
     check_ready_content, is_ready, str_at, summary,
 };
+use crate::objects;
 
 /// How a scenario ended when it did not fail.
 pub enum Outcome {
@@ -252,13 +253,9 @@ async fn import_pre_provisioned(s: &Scope) -> ScenarioResult {
         "the sidecar filled the status of {content} before binding (ready, handle {handle})"
     ));
 
-    let vs: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {"name": snapshot},
-        "spec": {"source": {"volumeSnapshotContentName": content}},
-    }))
-    .map_err(|e| e.to_string())?;
+    let vs: kube::api::DynamicObject =
+        serde_json::from_value(objects::snapshot_of_content(&snapshot, &content))
+            .map_err(|e| e.to_string())?;
     let snapshots = s.snapshots();
     let created = snapshots
         .create(&Default::default(), &vs)
