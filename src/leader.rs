@@ -766,6 +766,31 @@ mod tests {
         assert!(c.validate().is_err());
     }
 
+    fn health_of(holder: &str) -> LeaderHealth {
+        let lease = Lease {
+            metadata: ObjectMeta::default(),
+            spec: Some(LeaseSpec { holder_identity: Some(holder.into()), ..LeaseSpec::default() }),
+        };
+        LeaderHealth {
+            inner: Arc::new(Mutex::new(Observed { lease: Some(lease), time: Some(Instant::now()) })),
+            identity: "me".into(),
+            lease_name: "the-lease".into(),
+            lease_duration: Duration::from_secs(15),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_fails_only_for_a_leader_past_lease_plus_tolerance() {
+        let leader = health_of("me");
+        let follower = health_of("other");
+        assert!(leader.is_leader() && !follower.is_leader());
+        tokio::time::advance(Duration::from_secs(35)).await;
+        assert!(leader.check().is_ok(), "exactly lease + 20 s is still fine");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(leader.check(), Err("failed election to renew leadership on lease the-lease".to_string()));
+        assert!(follower.check().is_ok(), "a follower is always healthy");
+    }
+
     #[test]
     fn jitter_stays_in_range() {
         for _ in 0..100 {

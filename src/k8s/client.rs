@@ -165,6 +165,13 @@ impl TokenBucket {
         })
     }
 
+    /// Tokens available now (negative while callers wait for a debt).
+    pub fn available(&self) -> f64 {
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let elapsed = Instant::now().saturating_duration_since(st.last).as_secs_f64();
+        (st.tokens + elapsed * self.qps).min(self.burst)
+    }
+
     /// Takes one token; returns how long the caller must wait before using it.
     pub fn reserve(&self) -> Duration {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
