@@ -769,10 +769,16 @@ mod tests {
     fn health_of(holder: &str) -> LeaderHealth {
         let lease = Lease {
             metadata: ObjectMeta::default(),
-            spec: Some(LeaseSpec { holder_identity: Some(holder.into()), ..LeaseSpec::default() }),
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                ..LeaseSpec::default()
+            }),
         };
         LeaderHealth {
-            inner: Arc::new(Mutex::new(Observed { lease: Some(lease), time: Some(Instant::now()) })),
+            inner: Arc::new(Mutex::new(Observed {
+                lease: Some(lease),
+                time: Some(Instant::now()),
+            })),
             identity: "me".into(),
             lease_name: "the-lease".into(),
             lease_duration: Duration::from_secs(15),
@@ -787,7 +793,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(35)).await;
         assert!(leader.check().is_ok(), "exactly lease + 20 s is still fine");
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(leader.check(), Err("failed election to renew leadership on lease the-lease".to_string()));
+        assert_eq!(
+            leader.check(),
+            Err("failed election to renew leadership on lease the-lease".to_string())
+        );
         assert!(follower.check().is_ok(), "a follower is always healthy");
     }
 

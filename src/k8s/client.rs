@@ -126,6 +126,13 @@ pub fn client_from_config(config: Config, limit: RateLimit) -> Result<Client, Cl
     })
 }
 
+/// A client for `config` whose requests draw from `bucket` (which callers
+/// may share between clients or inspect).
+pub fn client_with_bucket(config: Config, bucket: Arc<TokenBucket>) -> Result<Client, ClientError> {
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(ClientError::Build)?;
+    Ok(builder.with_layer(&RateLimitLayer::new(bucket)).build())
+}
+
 /// [`load_config`] then [`client_from_config`].
 pub async fn build_client(
     kubeconfig: Option<&Path>,
@@ -168,7 +175,9 @@ impl TokenBucket {
     /// Tokens available now (negative while callers wait for a debt).
     pub fn available(&self) -> f64 {
         let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let elapsed = Instant::now().saturating_duration_since(st.last).as_secs_f64();
+        let elapsed = Instant::now()
+            .saturating_duration_since(st.last)
+            .as_secs_f64();
         (st.tokens + elapsed * self.qps).min(self.burst)
     }
 
