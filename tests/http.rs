@@ -45,13 +45,11 @@ async fn serve(
     (addr, stop)
 }
 
+/// One sample: (series name, labels, value).
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Parses the exposition into (family → TYPE) and samples (name, labels, value).
-fn parse(
-    text: &str,
-) -> (
-    Vec<(String, String)>,
-    Vec<(String, Vec<(String, String)>, f64)>,
-) {
+fn parse(text: &str) -> (Vec<(String, String)>, Vec<Sample>) {
     let mut types = Vec::new();
     let mut samples = Vec::new();
     for line in text.lines() {
@@ -82,7 +80,7 @@ fn parse(
     (types, samples)
 }
 
-fn label_names(samples: &[(String, Vec<(String, String)>, f64)], name: &str) -> Vec<Vec<String>> {
+fn label_names(samples: &[Sample], name: &str) -> Vec<Vec<String>> {
     samples
         .iter()
         .filter(|s| s.0 == name)
