@@ -24,6 +24,8 @@ mod scenarios;
 mod settings;
 #[path = "e2e/sidecar.rs"]
 mod sidecar;
+#[path = "e2e/standin.rs"]
+mod standin;
 
 use std::io::Write;
 use std::time::Instant;
@@ -79,6 +81,11 @@ async fn run(settings: Settings) -> Vec<&'static str> {
         }
     };
 
+    let standin = settings.standin_controller.then(|| {
+        say("e2e: running the stand-in snapshot-controller (E2E_STANDIN_CONTROLLER)");
+        tokio::spawn(standin::run(client.clone()))
+    });
+
     let mut failures = Vec::new();
     let mut ran = 0;
     for scenario in scenarios::ALL {
@@ -93,9 +100,6 @@ async fn run(settings: Settings) -> Vec<&'static str> {
             Ok(scope) => (scenario.run)(scope).await,
             Err(e) => Err(format!("cannot create the scenario namespace: {e}")),
         };
-        if let Ok(scope) = scope {
-            scope.cleanup().await;
-        }
         match outcome {
             Ok(scenarios::Outcome::Passed) => {
                 say(&format!(
@@ -112,6 +116,12 @@ async fn run(settings: Settings) -> Vec<&'static str> {
                 failures.push(scenario.name);
             }
         }
+        if let Ok(scope) = scope {
+            scope.cleanup().await;
+        }
+    }
+    if let Some(task) = standin {
+        task.abort();
     }
     say(&format!(
         "e2e: {ran} scenarios run, {} failed",

@@ -404,11 +404,13 @@ impl Scope {
                     .map_err(|e| format!("StorageClass {name}: {e}"))?,
             ),
             None => {
-                let mut ours: Vec<StorageClass> = classes
-                    .list(&ListParams::default())
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .items
+                let listed = match classes.list(&ListParams::default()).await {
+                    Ok(list) => list.items,
+                    // An API server without the storage API (the embedded one).
+                    Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+                    Err(e) => return Err(e.to_string()),
+                };
+                let mut ours: Vec<StorageClass> = listed
                     .into_iter()
                     .filter(|c| c.provisioner == self.settings.driver)
                     .collect();

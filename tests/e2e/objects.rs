@@ -8,11 +8,14 @@ use serde_json::{Map, Value, json};
 /// not allocate filesystem volumes up front, so this costs nothing.
 pub const VOLUME_SIZE: &str = "1Gi";
 
+/// Label on every namespace the suite creates (value `csi-snapshotter-e2e`).
+pub const E2E_NAMESPACE_LABEL: &str = "app.kubernetes.io/part-of";
+
 pub fn namespace(name: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "csi-snapshotter-e2e"}},
+        "metadata": {"name": name, "labels": {E2E_NAMESPACE_LABEL: "csi-snapshotter-e2e"}},
     })
 }
 

@@ -67,6 +67,10 @@ pub struct Settings {
     /// example the mock driver started with `--latency 10s`), so no class
     /// parameter is needed for the in-flight deletion scenario.
     pub slow_creates: bool,
+    /// `E2E_STANDIN_CONTROLLER=1`: the cluster is only an API server (the
+    /// embedded one); run the suite's stand-in for the snapshot-controller
+    /// and the volume binder.
+    pub standin_controller: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -130,6 +134,7 @@ impl Settings {
             transient_param: param("E2E_TRANSIENT_PARAM")?,
             slow_param: param("E2E_SLOW_PARAM")?,
             slow_creates: var("E2E_SLOW_CREATES").is_some_and(|v| v != "0"),
+            standin_controller: var("E2E_STANDIN_CONTROLLER").is_some_and(|v| v != "0"),
         }))
     }
 
