@@ -10,13 +10,15 @@
 
 # Toolchain of the builder; the crate's rust-version is the minimum.
 ARG RUST_VERSION=1.95
-# Version string printed by --version and logged at startup.
-ARG VERSION=unknown
+# Version printed by --version and logged at startup. Empty: the crate version.
+ARG VERSION=""
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
-# musl gives a fully static binary; musl-tools supplies the C compiler that
-# the ring crate's build script needs for that target.
+# musl gives a fully static binary. musl-tools supplies musl-gcc, the C
+# compiler that the ring crate's build script needs for this target (another
+# target needs its own C cross compiler in CC_<target>).
 ARG TARGET=x86_64-unknown-linux-musl
+ENV CC_x86_64_unknown_linux_musl=musl-gcc
 RUN rustup target add "${TARGET}" \
     && apt-get update \
     && apt-get install -y --no-install-recommends musl-tools \
@@ -29,8 +31,8 @@ COPY build.rs ./
 COPY proto ./proto
 COPY src ./src
 ARG VERSION
-ENV CSI_SNAPSHOTTER_VERSION=${VERSION}
-RUN cargo build --release --no-default-features --locked --target "${TARGET}" \
+RUN if [ -n "${VERSION}" ]; then export CSI_SNAPSHOTTER_VERSION="${VERSION}"; fi \
+    && cargo build --release --no-default-features --locked --target "${TARGET}" \
     && cp "target/${TARGET}/release/csi-snapshotter" /csi-snapshotter
 
 FROM gcr.io/distroless/static-debian12:nonroot
