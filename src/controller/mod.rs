@@ -2,6 +2,7 @@
 //! watch caches through per-kind work queues.
 
 pub mod common;
+pub mod content;
 pub mod group;
 pub mod intake;
 pub mod queue;
