@@ -1,0 +1,73 @@
+//! The content controller wired as in the binary: informers, intake filter,
+//! queue and workers against the embedded API server.
+
+mod content_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use content_support::{DRIVER, FakeDriver, Harness, dynamic};
+use csi_snapshotter::controller::content::{RunOptions, start};
+use csi_snapshotter::controller::queue::Backoff;
+use csi_snapshotter::k8s::event::EventRecorder;
+use csi_snapshotter::reconcile::ReconcileConfig;
+use serde_json::json;
+
+/// Polls `check` until it holds; fails after 30 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn watch_driven_create_poll_and_delete() {
+    let h = Harness::new().await;
+    h.create_class("default-class", json!({})).await;
+    let driver = Arc::new(FakeDriver::new());
+    driver.set_ready_after(1);
+    let (events, _writer) =
+        EventRecorder::start(h.client.clone(), format!("csi-snapshotter {DRIVER}"));
+    let running = start(
+        driver.clone(),
+        h.client.clone(),
+        events,
+        RunOptions {
+            reconcile: ReconcileConfig::new(DRIVER),
+            workers: 2,
+            backoff: Backoff {
+                start: Duration::from_millis(10),
+                max: Duration::from_millis(100),
+            },
+            resync_period: None,
+            label_selector: None,
+        },
+    )
+    .await;
+    h.create(dynamic("snapcontent-w")).await;
+    eventually("the content to become ready", || async {
+        h.get("snapcontent-w")
+            .await
+            .and_then(|c| c.status)
+            .and_then(|s| s.ready_to_use)
+            == Some(true)
+    })
+    .await;
+    // Not ready after the first create: it was polled by a second create.
+    assert_eq!(driver.calls("CreateSnapshot"), 2);
+    h.delete_as_controller("snapcontent-w").await;
+    eventually("the content to be gone", || async {
+        h.get("snapcontent-w").await.is_none()
+    })
+    .await;
+    assert!(driver.snapshots().is_empty());
+    running.shutdown().await;
+}
