@@ -5,7 +5,7 @@
 mod content_support;
 
 use content_support::{DRIVER, FakeDriver, Harness, UID, dynamic, preprovisioned};
-use csi_snapshotter::controller::content::Outcome;
+use csi_snapshotter::controller::common::Outcome;
 use csi_snapshotter::csi::driver::{DriverCapabilities, SnapshotInfo};
 use csi_snapshotter::csi::error::CsiError;
 use csi_snapshotter::k8s::keys;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use content_support::{DRIVER, FakeDriver, Harness, dynamic};
-use csi_snapshotter::controller::content::{RunOptions, start};
+use csi_snapshotter::controller::content::{ContentControllerOptions, start};
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::k8s::event::EventRecorder;
 use csi_snapshotter::reconcile::ReconcileConfig;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 /// Polls `check` until it holds; fails after 30 s.
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -36,22 +37,26 @@ async fn watch_driven_create_poll_and_delete() {
     driver.set_ready_after(1);
     let (events, _writer) =
         EventRecorder::start(h.client.clone(), format!("csi-snapshotter {DRIVER}"));
+    let stop = CancellationToken::new();
     let running = start(
         driver.clone(),
         h.client.clone(),
+        h.client.clone(),
         events,
-        RunOptions {
-            reconcile: ReconcileConfig::new(DRIVER),
+        ContentControllerOptions {
+            config: ReconcileConfig::new(DRIVER),
             workers: 2,
             backoff: Backoff {
                 start: Duration::from_millis(10),
                 max: Duration::from_millis(100),
             },
-            resync_period: None,
-            label_selector: None,
+            watch: Default::default(),
         },
+        None,
+        &stop,
     )
-    .await;
+    .await
+    .expect("caches sync");
     h.create(dynamic("snapcontent-w")).await;
     eventually("the content to become ready", || async {
         h.get("snapcontent-w")

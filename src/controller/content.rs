@@ -14,21 +14,23 @@
 //!
 //! [`reconcile::content::decide`]: crate::reconcile::content::decide
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::controller::queue::WorkQueue;
+use crate::controller::common::{Outcome, SecretError, emit_warning, fetch_secrets, run_worker};
+use crate::controller::intake::enqueue_when;
+use crate::controller::queue::{Backoff, WorkQueue};
+use crate::controller::queue_metrics::WorkQueueMetrics;
 use crate::csi::driver::{CreateSnapshotArgs, Secrets, SnapshotDriver, SnapshotInfo};
 use crate::csi::error::CsiError;
-use crate::k8s::event::{EventRecorder, object_ref};
+use crate::k8s::event::EventRecorder;
 use crate::k8s::keys;
 use crate::k8s::types::{Lenient, VolumeSnapshotClass, VolumeSnapshotContent};
-use crate::k8s::watch::Cache;
+use crate::k8s::watch::{Cache, Informer, Notification, WatchOptions};
 use crate::k8s::write::{self, WriteError};
 use crate::reconcile::ReconcileConfig;
 use crate::reconcile::content::{
@@ -48,35 +50,10 @@ use crate::reconcile::status::{
 /// The name of the VSC work queue (the `name` label of workqueue metrics).
 pub const QUEUE_NAME: &str = "csi-snapshotter-content";
 
-/// What the queue does with the key after a sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Done: reset the key's backoff.
-    Forget,
-    /// Retry with the key's exponential backoff.
-    Requeue,
-}
-
-/// A secret could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    /// The GET failed.
-    #[error("failed to get secret {namespace}/{name}: {source}")]
-    Get {
-        /// Secret namespace.
-        namespace: String,
-        /// Secret name.
-        name: String,
-        /// The client error.
-        #[source]
-        source: kube::Error,
-    },
-}
-
 /// Everything the executor needs; cheap to share behind an `Arc`.
 pub struct ContentController<D> {
     driver: Arc<D>,
-    client: kube::Client,
+    core_client: kube::Client,
     api: Api<VolumeSnapshotContent>,
     contents: Cache<Lenient<VolumeSnapshotContent>>,
     classes: Cache<Lenient<VolumeSnapshotClass>>,
@@ -106,11 +83,13 @@ pub fn should_enqueue_update(
 }
 
 impl<D: SnapshotDriver> ContentController<D> {
-    /// A controller over the given caches. `client` is used for the VSC
-    /// writes and the secret GETs.
+    /// A controller over the given caches. `snapshot_client` makes the VSC
+    /// reads and writes, `core_client` the secret GETs (upstream uses
+    /// separate clientsets, each with its own rate limit).
     pub fn new(
         driver: Arc<D>,
-        client: kube::Client,
+        snapshot_client: kube::Client,
+        core_client: kube::Client,
         contents: Cache<Lenient<VolumeSnapshotContent>>,
         classes: Cache<Lenient<VolumeSnapshotClass>>,
         events: EventRecorder,
@@ -118,8 +97,8 @@ impl<D: SnapshotDriver> ContentController<D> {
     ) -> Self {
         ContentController {
             driver,
-            api: Api::all(client.clone()),
-            client,
+            api: Api::all(snapshot_client),
+            core_client,
             contents,
             classes,
             events,
@@ -172,20 +151,14 @@ impl<D: SnapshotDriver> ContentController<D> {
         n: usize,
     ) -> Vec<JoinHandle<()>> {
         (0..n.max(1))
-            .map(|_| tokio::spawn(Arc::clone(self).run_worker(queue.clone())))
+            .map(|_| {
+                let ctrl = Arc::clone(self);
+                tokio::spawn(run_worker(queue.clone(), move |key| {
+                    let ctrl = Arc::clone(&ctrl);
+                    async move { ctrl.sync(&key).await }
+                }))
+            })
             .collect()
-    }
-
-    /// One worker: process keys until the queue shuts down.
-    pub async fn run_worker(self: Arc<Self>, queue: WorkQueue<String>) {
-        while let Some(claimed) = queue.get().await {
-            let key = claimed.key().clone();
-            match self.sync(&key).await {
-                Outcome::Forget => queue.forget(&key),
-                Outcome::Requeue => queue.add_rate_limited(key),
-            }
-            claimed.done();
-        }
     }
 
     /// Processes one key (spec C.1).
@@ -285,11 +258,7 @@ impl<D: SnapshotDriver> ContentController<D> {
     }
 
     fn emit(&self, content: &VolumeSnapshotContent, warning: &Warning) {
-        self.events.warning(
-            &object_ref(content),
-            warning.reason.as_str(),
-            &warning.message,
-        );
+        emit_warning(&self.events, content, warning);
     }
 
     fn write_failed(&self, name: &str, e: &WriteError) -> Outcome {
@@ -562,25 +531,8 @@ impl<D: SnapshotDriver> ContentController<D> {
             .record_write(obj.name(), &rv, &Arc::new(obj.clone()));
     }
 
-    /// GETs the secret and turns its data into CSI secrets (values are never
-    /// logged).
     async fn secrets(&self, secret_ref: Option<&SecretRef>) -> Result<Secrets, SecretError> {
-        let Some(r) = secret_ref else {
-            return Ok(Secrets::default());
-        };
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
-        let secret = api.get(&r.name).await.map_err(|source| SecretError::Get {
-            namespace: r.namespace.clone(),
-            name: r.name.clone(),
-            source,
-        })?;
-        let data: BTreeMap<String, String> = secret
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-            .collect();
-        Ok(Secrets::new(data))
+        fetch_secrets(&self.core_client, secret_ref).await
     }
 }
 
@@ -609,89 +561,161 @@ fn step_name(step: &Step) -> &'static str {
     }
 }
 
-/// How to run the VSC side of the sidecar.
+/// How to run the VSC controller.
 #[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// The decision inputs (driver name, naming, extra metadata).
-    pub reconcile: ReconcileConfig,
+pub struct ContentControllerOptions {
+    /// Driver name, naming rules and `--extra-create-metadata`.
+    pub config: ReconcileConfig,
     /// `--worker-threads`.
     pub workers: usize,
     /// `--retry-interval-start` / `--retry-interval-max`.
-    pub backoff: crate::controller::queue::Backoff,
-    /// `--resync-period` (`None`/zero: off).
-    pub resync_period: Option<std::time::Duration>,
-    /// `managed-by=<node>` selector with `--node-deployment` (VSCs only).
-    pub label_selector: Option<String>,
+    pub backoff: Backoff,
+    /// Label selector (`--node-deployment`; VSCs only, classes are never
+    /// filtered, spec B.5) and `--resync-period` (both informers).
+    pub watch: WatchOptions,
 }
 
-/// The running VSC controller: its queue (for metrics and shutdown) and tasks.
-#[derive(Debug)]
-pub struct Running {
-    /// The `csi-snapshotter-content` queue.
-    pub queue: WorkQueue<String>,
-    /// Informer and worker tasks.
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
-impl Running {
-    /// Stops taking work, waits for the workers to finish their current key,
-    /// then stops the informers.
-    pub async fn shutdown(self) {
-        self.queue.shutdown_with_drain().await;
-        for t in self.tasks {
-            t.abort();
-            let _ = t.await;
+impl ContentControllerOptions {
+    /// Flag defaults for `driver_name`: one worker, 1 s → 5 min backoff,
+    /// no selector, no resync.
+    pub fn new(driver_name: impl Into<String>) -> Self {
+        ContentControllerOptions {
+            config: ReconcileConfig::new(driver_name),
+            workers: 1,
+            backoff: Backoff::default(),
+            watch: WatchOptions::default(),
         }
     }
 }
 
-/// Starts the VSC and VSClass informers, waits for both caches, seeds the
-/// version store, then starts the workers (spec B.5, B.8, C.1).
+/// A started VSC controller: informers, queue and workers.
+#[derive(Debug)]
+pub struct RunningContentController<D> {
+    /// The executor (for inspection).
+    pub controller: Arc<ContentController<D>>,
+    /// The `csi-snapshotter-content` queue.
+    pub queue: WorkQueue<String>,
+    informers: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl<D: SnapshotDriver> RunningContentController<D> {
+    /// Stops taking keys, waits for the workers to finish the keys in
+    /// flight, then stops the informers.
+    pub async fn shutdown(self) {
+        self.queue.shutdown();
+        for w in self.workers {
+            if let Err(e) = w.await {
+                tracing::error!(error = %e, "Content worker failed");
+            }
+        }
+        for i in self.informers {
+            i.abort();
+        }
+    }
+}
+
+/// Starts the VSC and VSClass informers (`snapshot.storage.k8s.io/v1`)
+/// feeding the queue [`QUEUE_NAME`] through the update filter of spec C.1,
+/// waits for both caches (or `stop`), seeds the version store and starts
+/// `options.workers` workers. Returns `None` when `stop` fired before the
+/// caches synced. Registers the queue's metrics with `metrics`, if given.
+#[allow(clippy::too_many_arguments)]
 pub async fn start<D: SnapshotDriver>(
     driver: Arc<D>,
-    client: kube::Client,
+    snapshot_client: kube::Client,
+    core_client: kube::Client,
     events: EventRecorder,
-    opts: RunOptions,
-) -> Running {
-    use crate::controller::intake::enqueue_when;
-    use crate::k8s::watch::{Informer, WatchOptions};
-
-    let queue = WorkQueue::new(QUEUE_NAME, opts.backoff);
-    let contents = Informer::new(
-        Api::<Lenient<VolumeSnapshotContent>>::all(client.clone()),
-        WatchOptions {
-            label_selector: opts.label_selector.clone(),
-            resync_period: opts.resync_period,
-        },
+    options: ContentControllerOptions,
+    metrics: Option<&WorkQueueMetrics>,
+    stop: &CancellationToken,
+) -> Option<RunningContentController<D>> {
+    let queue = WorkQueue::new(QUEUE_NAME, options.backoff);
+    if let Some(m) = metrics {
+        m.watch(&queue);
+    }
+    let content_informer = Informer::<Lenient<VolumeSnapshotContent>>::new(
+        Api::all(snapshot_client.clone()),
+        options.watch.clone(),
     );
-    let classes = Informer::new(
-        Api::<Lenient<VolumeSnapshotClass>>::all(client.clone()),
+    let class_informer = Informer::<Lenient<VolumeSnapshotClass>>::new(
+        Api::all(snapshot_client.clone()),
         WatchOptions {
             label_selector: None,
-            resync_period: opts.resync_period,
+            resync_period: options.watch.resync_period,
         },
     );
-    let content_cache = contents.cache();
-    let class_cache = classes.cache();
-    let ctrl = Arc::new(ContentController::new(
-        driver,
-        client,
-        content_cache.clone(),
-        class_cache.clone(),
-        events,
-        opts.reconcile,
-    ));
-    let mut tasks = vec![
-        tokio::spawn(contents.run(enqueue_when(queue.clone(), should_enqueue_update))),
+    let contents = content_informer.cache();
+    let classes = class_informer.cache();
+    let informers = vec![
+        tokio::spawn(content_informer.run(enqueue_when(queue.clone(), should_enqueue_update))),
         // Class events enqueue nothing: a key is decided with the class as
-        // cached when the key runs (upstream has no class handler either).
-        tokio::spawn(
-            classes.run(|_: crate::k8s::watch::Notification<Lenient<VolumeSnapshotClass>>| {}),
-        ),
+        // cached when it runs (upstream has no class handler either).
+        tokio::spawn(class_informer.run(|_: Notification<Lenient<VolumeSnapshotClass>>| {})),
     ];
-    content_cache.wait_synced().await;
-    class_cache.wait_synced().await;
-    ctrl.seed_versions();
-    tasks.extend(ctrl.spawn_workers(&queue, opts.workers));
-    Running { queue, tasks }
+    let synced = async {
+        contents.wait_synced().await;
+        classes.wait_synced().await;
+    };
+    tokio::select! {
+        () = synced => {}
+        () = stop.cancelled() => {
+            tracing::error!("Snapshot caches did not sync before shutdown; not starting content workers");
+            queue.shutdown();
+            for i in informers {
+                i.abort();
+            }
+            return None;
+        }
+    }
+    let controller = Arc::new(ContentController::new(
+        driver,
+        snapshot_client,
+        core_client,
+        contents,
+        classes,
+        events,
+        options.config,
+    ));
+    controller.seed_versions();
+    let workers = controller.spawn_workers(&queue, options.workers);
+    tracing::info!(
+        workers = options.workers.max(1),
+        "Snapshot content controller started"
+    );
+    Some(RunningContentController {
+        controller,
+        queue,
+        informers,
+        workers,
+    })
+}
+
+/// [`start`], then run until `stop` fires, then
+/// [`RunningContentController::shutdown`].
+#[allow(clippy::too_many_arguments)]
+pub async fn run<D: SnapshotDriver>(
+    driver: Arc<D>,
+    snapshot_client: kube::Client,
+    core_client: kube::Client,
+    events: EventRecorder,
+    options: ContentControllerOptions,
+    metrics: Option<&WorkQueueMetrics>,
+    stop: CancellationToken,
+) {
+    let Some(running) = start(
+        driver,
+        snapshot_client,
+        core_client,
+        events,
+        options,
+        metrics,
+        &stop,
+    )
+    .await
+    else {
+        return;
+    };
+    stop.cancelled().await;
+    running.shutdown().await;
 }

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use csi_snapshotter::controller::content::{ContentController, Outcome};
+use csi_snapshotter::controller::common::Outcome;
+use csi_snapshotter::controller::content::ContentController;
 use csi_snapshotter::csi::driver::{
     CreateGroupSnapshotArgs, CreateSnapshotArgs, DriverCapabilities, GroupSnapshotInfo, Secrets,
     SnapshotDriver, SnapshotInfo,
@@ -292,6 +293,7 @@ impl Harness {
             EventRecorder::start(client.clone(), format!("csi-snapshotter {DRIVER}"));
         let ctrl = ContentController::new(
             driver.clone(),
+            client.clone(),
             client.clone(),
             contents.clone(),
             classes.clone(),
