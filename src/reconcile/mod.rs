@@ -46,8 +46,13 @@
 //!   [`messages::snapshot_delete_warning`]`(Credentials)`, requeue);
 //!   DeleteSnapshot (error → `(Rpc)`, requeue); GET the content and PUT
 //!   [`status::snapshot_status_after_delete`] to `/status` (error →
-//!   `(ClearStatus)`, requeue). Then send `plan.remove_finalizer` if any
-//!   (error → requeue). Forget.
+//!   `(ClearStatus)`, requeue). Then remove the finalizer: `plan.remove_finalizer`
+//!   when no CSI delete ran, else [`patch::remove_finalizer`] recomputed on
+//!   the object the status PUT returned (error → requeue). Forget.
+//!
+//! The VSC executor is [`crate::controller::content`]; it keeps the replies
+//! of its own writes in the version store and, when the cache is behind
+//! them, decides on the newer written object instead of dropping the key.
 //!
 //! VGSCs use [`group::decide_group`] and [`group::GroupStep`] the same way
 //! (statuses via [`status::merge_group_status`] /
