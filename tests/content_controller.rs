@@ -523,3 +523,56 @@ async fn other_drivers_contents_are_left_alone() {
     assert_eq!(h.driver.calls("CreateSnapshot"), 0);
     assert_eq!(h.get(NAME).await.unwrap().status, None);
 }
+
+#[tokio::test]
+async fn h22_preprovisioned_poll_uses_the_class_list_secret_template() {
+    let mut h = Harness::new().await;
+    h.driver.add_snapshot(SnapshotInfo {
+        snapshot_id: "snap-pre".into(),
+        ready_to_use: true,
+        ..Default::default()
+    });
+    h.create_class(
+        "list-class",
+        json!({
+            keys::PARAM_SNAPSHOTTER_LIST_SECRET_NAME: "list-${volumesnapshotcontent.name}",
+            keys::PARAM_SNAPSHOTTER_LIST_SECRET_NAMESPACE: "kube-system"
+        }),
+    )
+    .await;
+    h.create_secret("kube-system", "list-pre-1", &[("token", "t")])
+        .await;
+    let mut obj = preprovisioned("pre-1", "snap-pre");
+    obj["spec"]["volumeSnapshotClassName"] = json!("list-class");
+    h.create(obj).await;
+    assert_eq!(h.sync("pre-1").await, Outcome::Forget);
+    let secrets = h.driver.last_secrets("ListSnapshots").unwrap();
+    assert_eq!(secrets.expose()["token"], "t");
+    // A template using a VolumeSnapshot variable cannot be resolved here.
+    h.create_class(
+        "bad-class",
+        json!({
+            keys::PARAM_SNAPSHOTTER_LIST_SECRET_NAME: "${volumesnapshot.name}",
+            keys::PARAM_SNAPSHOTTER_LIST_SECRET_NAMESPACE: "kube-system"
+        }),
+    )
+    .await;
+    let mut obj = preprovisioned("pre-2", "snap-pre");
+    obj["spec"]["volumeSnapshotClassName"] = json!("bad-class");
+    h.create(obj).await;
+    assert_eq!(h.sync("pre-2").await, Outcome::Requeue);
+    assert_eq!(h.driver.calls("ListSnapshots"), 1);
+    let msg = h
+        .get("pre-2")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .error
+        .unwrap()
+        .message
+        .unwrap();
+    assert!(msg.contains("invalid tokens"), "{msg}");
+    let events = h.events_for("pre-2").await;
+    assert_eq!(events[0].0, "SnapshotContentCheckandUpdateFailed");
+}
