@@ -850,3 +850,55 @@ async fn fault_injection_and_counters() {
         200
     );
 }
+
+#[tokio::test]
+async fn events_about_cluster_scoped_objects_live_in_default() {
+    let s = server().await;
+    let event = |ns: &str| {
+        json!({"apiVersion": "v1", "kind": "Event",
+               "metadata": {"name": "c1.17a", "namespace": ns},
+               "involvedObject": {"kind": "VolumeSnapshotContent", "name": "c1", "apiVersion": "snapshot.storage.k8s.io/v1"},
+               "reason": "SnapshotCreated", "message": "m", "type": "Normal", "count": 1,
+               "source": {"component": "csi-snapshotter"}})
+    };
+    let r = s
+        .request(
+            "POST",
+            "/api/v1/namespaces/default/events",
+            JSON,
+            Some(&event("default")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 201, "{}", r.body);
+    let r = s
+        .request(
+            "POST",
+            "/api/v1/namespaces/kube-system/events",
+            JSON,
+            Some(&event("kube-system")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 422);
+    assert_eq!(
+        r.body["details"]["causes"][0]["field"],
+        "involvedObject.namespace"
+    );
+    let found = s
+        .request("GET", "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dc1,reason%3DSnapshotCreated", None, None)
+        .await
+        .unwrap();
+    assert_eq!(found.body["items"].as_array().unwrap().len(), 1);
+    // A PUT of an event creates it, as upstream allows for events.
+    let r = s
+        .request(
+            "PUT",
+            "/api/v1/namespaces/default/events/e2",
+            JSON,
+            Some(&json!({"metadata": {"name": "e2"}, "involvedObject": {}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 201, "{}", r.body);
+}

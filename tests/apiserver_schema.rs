@@ -98,3 +98,33 @@ async fn create_update_and_patch_are_validated() {
         "unknown fields are pruned"
     );
 }
+
+#[tokio::test]
+async fn strict_field_validation_refuses_unknown_fields() {
+    let Some(s) = server().await else { return };
+    let mut body = vsc("strict");
+    body["spec"]["bogus"] = json!(1);
+    let r = s
+        .request(
+            "POST",
+            &format!("{VSC}?fieldValidation=Strict"),
+            Some("application/json"),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 400, "{}", r.body);
+    assert_eq!(
+        r.body["message"],
+        "strict decoding error: unknown field \"spec.bogus\""
+    );
+    let r = s
+        .request("POST", VSC, Some("application/json"), Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(r.code, 201);
+    assert!(
+        r.body["spec"].get("bogus").is_none(),
+        "pruned without Strict"
+    );
+}

@@ -32,6 +32,15 @@ pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// retry recomputes from the newest state, as etcd's GuaranteedUpdate does.
 const MAX_WRITE_ATTEMPTS: usize = 64;
 
+/// Options of a write from its query parameters.
+#[derive(Debug, Clone, Copy)]
+struct Write {
+    /// `dryRun=All`: validate and answer, store nothing.
+    dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields are an error, not pruned.
+    strict: bool,
+}
+
 /// Where a request goes.
 #[derive(Debug)]
 pub(crate) struct Target {
@@ -274,18 +283,18 @@ fn dispatch(
         Some("status") if t.def().status => return Err(ApiError::method_not_allowed()),
         Some(_) => return Err(ApiError::no_route()),
     }
-    let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
+    let w = Write {
+        dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
+    };
+    let dry_run = w.dry_run;
     match verb {
         "GET" => get(sh, t),
         "LIST" => list(sh, t, q),
         "WATCH" => watch::start(sh, t, q),
-        "POST" if t.name.is_none() => {
-            create(sh, t, parse_body(t.def(), content_type, &body)?, dry_run)
-        }
-        "PUT" if t.name.is_some() => {
-            update(sh, t, parse_body(t.def(), content_type, &body)?, dry_run)
-        }
-        "PATCH" if t.name.is_some() => patch(sh, t, q, content_type, &body, dry_run),
+        "POST" if t.name.is_none() => create(sh, t, parse_body(t.def(), content_type, &body)?, w),
+        "PUT" if t.name.is_some() => update(sh, t, parse_body(t.def(), content_type, &body)?, w),
+        "PATCH" if t.name.is_some() => patch(sh, t, q, content_type, &body, w),
         "DELETE" if t.name.is_some() => delete(sh, t, q, &body, dry_run),
         "DELETE" => delete_collection(sh, t, q, &body, dry_run),
         _ => Err(ApiError::method_not_allowed()),
@@ -516,12 +525,23 @@ fn schema_check(
     def: &ResourceDef,
     obj: &mut Value,
     old: Option<&Value>,
+    strict: bool,
 ) -> Result<(), ApiError> {
     if !def.custom {
         return Ok(());
     }
     if let Some(v) = &sh.validator {
-        v.prune(def, obj);
+        let pruned = v.prune(def, obj);
+        if strict && !pruned.is_empty() {
+            let list: Vec<String> = pruned
+                .iter()
+                .map(|p| format!("unknown field {p:?}"))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
+        }
         if let Err(causes) = v.validate(def, obj, old)
             && !causes.is_empty()
         {
@@ -531,16 +551,11 @@ fn schema_check(
     Ok(())
 }
 
-fn create(
-    sh: &Shared,
-    t: &Target,
-    mut obj: Value,
-    dry_run: bool,
-) -> Result<Response<Body>, ApiError> {
+fn create(sh: &Shared, t: &Target, mut obj: Value, w: Write) -> Result<Response<Body>, ApiError> {
     let def = t.def();
     check_type_meta(def, &mut obj)?;
     check_namespace(def, &mut obj, t.namespace.as_deref())?;
-    let obj = create_object(sh, def, obj, dry_run)?;
+    let obj = create_object(sh, def, obj, w)?;
     Ok(json_response(201, &obj))
 }
 
@@ -548,7 +563,7 @@ fn create_object(
     sh: &Shared,
     def: &ResourceDef,
     mut obj: Value,
-    dry_run: bool,
+    w: Write,
 ) -> Result<Value, ApiError> {
     let generate = meta_str(&obj, "generateName").to_string();
     let explicit = meta_str(&obj, "name").to_string();
@@ -569,14 +584,14 @@ fn create_object(
         meta_mut(&mut obj).insert("name".into(), json!(generate_name(&generate)));
     }
     prepare_create(def, &mut obj, uid)?;
-    schema_check(sh, def, &mut obj, None)?;
+    schema_check(sh, def, &mut obj, None, w.strict)?;
     let name = meta_str(&obj, "name").to_string();
     let key = (ns, name.clone());
     let mut store = sh.lock();
     if store.get(res, &key).is_some() {
         return Err(ApiError::already_exists(def, &name));
     }
-    if dry_run {
+    if w.dry_run {
         return Ok(obj);
     }
     store
@@ -591,12 +606,7 @@ fn parse_rv(s: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
 }
 
-fn update(
-    sh: &Shared,
-    t: &Target,
-    mut obj: Value,
-    dry_run: bool,
-) -> Result<Response<Body>, ApiError> {
+fn update(sh: &Shared, t: &Target, mut obj: Value, w: Write) -> Result<Response<Body>, ApiError> {
     let def = t.def();
     let name = t.name.clone().unwrap_or_default();
     check_type_meta(def, &mut obj)?;
@@ -621,7 +631,7 @@ fn update(
                 if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.remove("resourceVersion");
                 }
-                let created = create_object(sh, def, obj, dry_run)?;
+                let created = create_object(sh, def, obj, w)?;
                 return Ok(json_response(201, &created));
             }
             return Err(ApiError::not_found(def, &name));
@@ -641,7 +651,7 @@ fn update(
         }
         let mut new = obj.clone();
         set_rv(&mut new, cur.rv);
-        match commit_update(sh, t, def, part, &cur.obj, cur.rv, new, dry_run)? {
+        match commit_update(sh, t, def, part, &cur.obj, cur.rv, new, w)? {
             Some(resp) => return Ok(resp),
             None => continue,
         }
@@ -664,17 +674,17 @@ fn commit_update(
     old: &Value,
     base: u64,
     new: Value,
-    dry_run: bool,
+    w: Write,
 ) -> Result<Option<Response<Body>>, ApiError> {
     let name = meta_str(old, "name").to_string();
     let mut new = prepare_update(def, part, old, new)?;
-    schema_check(sh, def, &mut new, Some(old))?;
+    schema_check(sh, def, &mut new, Some(old), w.strict)?;
     if same_object(old, &new) {
         return Ok(Some(json_response(200, old)));
     }
     let key = key_of(t, &name);
     let deleting = !meta_str(&new, "deletionTimestamp").is_empty() && finalizers(&new).is_empty();
-    if dry_run {
+    if w.dry_run {
         return Ok(Some(json_response(200, &new)));
     }
     let mut store = sh.lock();
@@ -695,7 +705,7 @@ fn patch(
     q: &HashMap<String, String>,
     content_type: &str,
     body: &[u8],
-    dry_run: bool,
+    w: Write,
 ) -> Result<Response<Body>, ApiError> {
     let def = t.def();
     let name = t.name.clone().unwrap_or_default();
@@ -742,7 +752,7 @@ fn patch(
                 check_type_meta(def, &mut obj)?;
                 meta_mut(&mut obj).insert("name".into(), json!(name));
                 check_namespace(def, &mut obj, t.namespace.as_deref())?;
-                let created = create_object(sh, def, obj, dry_run)?;
+                let created = create_object(sh, def, obj, w)?;
                 return Ok(json_response(201, &created));
             }
             return Err(ApiError::not_found(def, &name));
@@ -776,7 +786,7 @@ fn patch(
             return Err(ApiError::stale(def, &name));
         }
         set_rv(&mut doc, cur.rv);
-        if let Some(resp) = commit_update(sh, t, def, part, &cur.obj, cur.rv, doc, dry_run)? {
+        if let Some(resp) = commit_update(sh, t, def, part, &cur.obj, cur.rv, doc, w)? {
             return Ok(resp);
         }
     }
@@ -986,5 +996,13 @@ pub(crate) fn seed(sh: &Shared, plural: &str, mut obj: Value) -> Result<Value, A
         .find(|r| r.plural == plural)
         .ok_or_else(ApiError::no_route)?;
     check_type_meta(def, &mut obj)?;
-    create_object(sh, def, obj, false)
+    create_object(
+        sh,
+        def,
+        obj,
+        Write {
+            dry_run: false,
+            strict: false,
+        },
+    )
 }

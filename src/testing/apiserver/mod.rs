@@ -20,6 +20,7 @@ pub mod schema;
 mod selector;
 mod status;
 mod store;
+mod typed;
 mod validate;
 mod watch;
 
@@ -67,8 +68,8 @@ pub struct ApiServerOptions {
 
 /// Schema checks for custom resources (pruning and validation).
 pub(crate) trait Validator: Send + Sync {
-    /// Drops fields the schema does not declare.
-    fn prune(&self, def: &ResourceDef, obj: &mut Value);
+    /// Drops fields the schema does not declare; returns their paths.
+    fn prune(&self, def: &ResourceDef, obj: &mut Value) -> Vec<String>;
     /// Validates a create (`old` = None) or an update.
     fn validate(
         &self,
@@ -144,8 +145,8 @@ pub fn kubeconfig_yaml(addr: SocketAddr) -> String {
 struct SchemaValidator(schema::Schemas);
 
 impl Validator for SchemaValidator {
-    fn prune(&self, def: &ResourceDef, obj: &mut Value) {
-        self.0.prune(def.group, def.version, def.plural, obj);
+    fn prune(&self, def: &ResourceDef, obj: &mut Value) -> Vec<String> {
+        self.0.prune(def.group, def.version, def.plural, obj)
     }
 
     fn validate(

@@ -274,6 +274,7 @@ pub(crate) fn validate_common(res: &ResourceDef, name: &str, obj: &Value) -> Res
     if let Some(meta) = obj.get("metadata") {
         check_meta(meta, &mut causes);
     }
+    causes.extend(super::typed::validate(res, obj));
     if causes.is_empty() {
         Ok(())
     } else {
@@ -281,15 +282,19 @@ pub(crate) fn validate_common(res: &ResourceDef, name: &str, obj: &Value) -> Res
     }
 }
 
-fn without(obj: &Value, keys: &[&str]) -> Value {
-    match obj {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !keys.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        other => other.clone(),
+/// Whether two objects are equal ignoring the given top-level keys
+/// (compared in place, without copying).
+fn eq_except(a: &Value, b: &Value, ignore: &[&str]) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let relevant =
+                |m: &Map<String, Value>| m.keys().filter(|k| !ignore.contains(&k.as_str())).count();
+            relevant(x) == relevant(y)
+                && x.iter()
+                    .filter(|(k, _)| !ignore.contains(&k.as_str()))
+                    .all(|(k, v)| y.get(k) == Some(v))
+        }
+        _ => a == b,
     }
 }
 
@@ -397,7 +402,7 @@ pub(crate) fn prepare_update(
         } else {
             &["metadata", "kind", "apiVersion"]
         };
-        if without(old, ignore) != without(&new, ignore) {
+        if !eq_except(old, &new, ignore) {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -412,14 +417,13 @@ pub(crate) fn prepare_update(
 /// Whether two stored states are equal apart from resourceVersion: such a
 /// write is a no-op and the real server makes no new version.
 pub(crate) fn same_object(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
-        v
-    };
-    strip(a) == strip(b)
+    if !eq_except(a, b, &["metadata"]) {
+        return false;
+    }
+    match (a.get("metadata"), b.get("metadata")) {
+        (Some(x), Some(y)) => eq_except(x, y, &["resourceVersion"]),
+        (x, y) => x == y,
+    }
 }
 
 #[cfg(test)]

@@ -158,11 +158,12 @@ impl ApiError {
     }
 
     /// 422 Invalid from a failed JSON Patch application. The real server
-    /// answers a generic message and keeps the patch library's text as
-    /// the only cause.
+    /// answers this generic message with empty details; the patch
+    /// library's text (`detail`) is only logged.
     pub fn patch_failed(detail: &str) -> ApiError {
+        tracing::debug!(detail, "JSON patch did not apply");
         ApiError {
-            details: Some(json!({"causes": [{"message": detail}]})),
+            details: Some(json!({})),
             ..Self::new(
                 422,
                 "Invalid",
