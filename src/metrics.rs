@@ -767,6 +767,39 @@ impl CsiOperationMetrics {
         })
     }
 
+    /// The histogram registered in [`Registry::global`] (created on first
+    /// use).
+    pub fn global() -> &'static CsiOperationMetrics {
+        static GLOBAL: OnceLock<CsiOperationMetrics> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            CsiOperationMetrics::register(Registry::global()).unwrap_or_else(|e| {
+                // Only a foreign family of the same name gets here; keep
+                // recording, unexposed, rather than fail the CSI calls.
+                tracing::warn!(error = %e, "CSI operations histogram not exposed");
+                CsiOperationMetrics::detached()
+            })
+        })
+    }
+
+    /// A histogram in no registry (never fails: the family is valid).
+    fn detached() -> Self {
+        let opts = Opts::alpha(CSI_OPERATIONS_METRIC, CSI_OPERATIONS_HELP);
+        let family = Family {
+            help: opts.full_help(),
+            name: opts.name,
+            kind: MetricKind::Histogram,
+            label_names: ["driver_name", "method_name", "grpc_status_code"]
+                .map(String::from)
+                .to_vec(),
+            buckets: CSI_OPERATIONS_BUCKETS.to_vec(),
+            children: RwLock::new(HashMap::new()),
+        };
+        CsiOperationMetrics {
+            histogram: HistogramVec(Arc::new(family)),
+            driver_name: Arc::new(RwLock::new(UNKNOWN_DRIVER.to_string())),
+        }
+    }
+
     /// Sets the `driver_name` label used by later observations.
     pub fn set_driver_name(&self, name: &str) {
         *self
