@@ -550,3 +550,39 @@ fn non_unix_addresses_are_rejected() {
         assert!(err.to_string().contains("invalid CSI address"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn against_the_mock_driver_probe_waits_and_missing_snapshot_capability_is_reported() {
+    use csi_snapshotter::csi::proto::v1::controller_service_capability::rpc::Type as CtrlCap;
+    use csi_snapshotter::testing::mock_driver::{MockConfig, MockDriver};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mock.sock");
+    let mock = MockDriver::start(
+        &socket,
+        MockConfig {
+            probe_not_ready_times: 2,
+            controller_caps: vec![CtrlCap::CreateDeleteVolume, CtrlCap::ListSnapshots],
+            ..MockConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let conn = CsiConnection::connect(
+        ConnectOptions::new(socket.to_str().unwrap(), Duration::from_secs(5))
+            .unwrap()
+            .with_metrics(CsiOperationMetrics::register(&Registry::new()).unwrap())
+            .with_loss_handler(LossHandler::new(|| {})),
+    )
+    .await
+    .unwrap();
+    let info = conn.plugin_info().await.unwrap();
+    assert_eq!(info.name, "mock.csi.k8s.io");
+    conn.probe_forever().await.unwrap();
+    assert_eq!(mock.calls("Probe"), 3);
+    let caps = conn.capabilities().await.unwrap();
+    assert!(caps.list_snapshots && !caps.create_delete_snapshot);
+    let err = require_snapshot_support(&info.name, &caps).unwrap_err();
+    assert!(err.to_string().contains("mock.csi.k8s.io"));
+    drop(conn);
+    mock.stop().await;
+}
