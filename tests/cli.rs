@@ -252,7 +252,7 @@ fn kubeconfig_env_is_ignored_and_missing_in_cluster_config_exits_1() {
         .unwrap();
     assert_eq!(code(&out), 1);
     assert!(
-        stderr(&out).contains("Kubernetes client configuration"),
+        stderr(&out).contains("in-cluster configuration"),
         "{}",
         stderr(&out)
     );
@@ -276,7 +276,7 @@ fn non_unix_csi_address_exits_1_with_a_clear_message() {
         assert_eq!(code(&out), 1, "{addr}");
         let err = stderr(&out);
         assert!(
-            err.contains("only unix domain sockets are supported"),
+            err.contains("error connecting to CSI driver: invalid CSI address"),
             "{addr}: {err}"
         );
     }
@@ -308,4 +308,195 @@ fn json_logging_writes_one_object_per_line() {
         objs.iter()
             .any(|o| o["msg"] == "Version" && o["version"].is_string())
     );
+}
+
+/// Startup against the mock CSI driver (spec B.1 steps 6–13). The API server
+/// is unreachable here, so the group CRD probe always fails.
+#[cfg(feature = "testing")]
+mod startup {
+    use std::path::PathBuf;
+    use std::process::{ExitStatus, Stdio};
+    use std::time::Duration;
+
+    use csi_snapshotter::csi::proto::v1::controller_service_capability::rpc::Type as CtrlCap;
+    use csi_snapshotter::testing::mock_driver::{MockConfig, MockDriver};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use super::{BIN, kubeconfig};
+
+    /// Upper bound for one sidecar run in these tests; they finish in well
+    /// under a second unless something hangs.
+    const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        kubeconfig: String,
+        socket: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        Fixture {
+            kubeconfig: kubeconfig(dir.path()),
+            socket: dir.path().join("csi.sock"),
+            _dir: dir,
+        }
+    }
+
+    /// Runs the sidecar to completion; returns its status and stderr.
+    async fn run_to_exit(f: &Fixture, extra: &[&str]) -> (i32, String) {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.arg(format!("--kubeconfig={}", f.kubeconfig))
+            .arg(format!("--csi-address=unix://{}", f.socket.display()))
+            .args(extra)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(RUN_LIMIT, cmd.output())
+            .await
+            .expect("sidecar exited in time")
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Starts the sidecar, waits until a stderr line contains `marker`,
+    /// sends SIGTERM and returns the status and all stderr seen.
+    async fn run_until(f: &Fixture, extra: &[&str], marker: &str) -> (ExitStatus, String) {
+        let mut child = tokio::process::Command::new(BIN)
+            .arg(format!("--kubeconfig={}", f.kubeconfig))
+            .arg(format!("--csi-address={}", f.socket.display()))
+            .args(extra)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        let found = tokio::time::timeout(RUN_LIMIT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains(marker) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        assert!(found, "never logged {marker:?}:\n{seen}");
+        let pid = child.id().unwrap().to_string();
+        let killed = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(RUN_LIMIT, child.wait())
+            .await
+            .expect("sidecar stopped after SIGTERM")
+            .unwrap();
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_secs(1), lines.next_line()).await
+        {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        (status, seen)
+    }
+
+    #[tokio::test]
+    async fn driver_without_snapshot_capability_exits_1() {
+        let f = fixture();
+        let config = MockConfig {
+            controller_caps: vec![CtrlCap::CreateDeleteVolume],
+            ..MockConfig::default()
+        };
+        let driver = MockDriver::start(&f.socket, config).await.unwrap();
+        let (code, err) = run_to_exit(&f, &[]).await;
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("does not support snapshot creation"), "{err}");
+        assert_eq!(driver.calls("GetPluginInfo"), 1);
+        assert_eq!(driver.calls("Probe"), 1);
+        assert_eq!(driver.calls("ControllerGetCapabilities"), 1);
+        driver.stop().await;
+    }
+
+    #[tokio::test]
+    async fn get_plugin_info_error_exits_1() {
+        let f = fixture();
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        driver.fail_next("GetPluginInfo", tonic::Code::Internal, 1);
+        let (code, err) = run_to_exit(&f, &[]).await;
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("driver name"), "{err}");
+        assert_eq!(driver.calls("Probe"), 0);
+        driver.stop().await;
+    }
+
+    #[tokio::test]
+    async fn probe_error_exits_1_but_not_ready_is_retried() {
+        let f = fixture();
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        driver.fail_next("Probe", tonic::Code::FailedPrecondition, 1);
+        let (code, err) = run_to_exit(&f, &[]).await;
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(driver.calls("ControllerGetCapabilities"), 0);
+
+        driver.reset_calls();
+        driver.set_probe_not_ready(1);
+        let config = [
+            "--feature-gates=CSIVolumeGroupSnapshot=false",
+            "--http-endpoint=",
+        ];
+        let (status, err) = run_until(&f, &config, "Starting the controllers").await;
+        assert!(status.success(), "{status:?}: {err}");
+        assert_eq!(driver.calls("Probe"), 2, "{err}");
+        driver.stop().await;
+    }
+
+    #[tokio::test]
+    async fn missing_group_crds_turn_group_support_off() {
+        let f = fixture();
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        // An empty group prefix is fatal only while group support is on.
+        let (status, err) = run_until(
+            &f,
+            &["--groupsnapshot-name-prefix=", "--timeout=5s"],
+            "Starting the controllers",
+        )
+        .await;
+        assert!(status.success(), "{status:?}: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with('W') && l.contains("group snapshot support is disabled")),
+            "{err}"
+        );
+        assert!(err.contains("group_snapshots=false"), "{err}");
+        assert_eq!(driver.calls("GroupControllerGetCapabilities"), 0);
+        driver.stop().await;
+    }
+
+    #[tokio::test]
+    async fn http_listen_failure_is_fatal() {
+        let f = fixture();
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let (code, err) = run_to_exit(&f, &[&format!("--http-endpoint={addr}")]).await;
+        assert_eq!(code, 255, "{err}");
+        assert!(err.contains(&addr), "{err}");
+        driver.stop().await;
+    }
 }

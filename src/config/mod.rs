@@ -37,11 +37,6 @@ pub const VERSION: &str = match option_env!("CSI_SNAPSHOTTER_VERSION") {
 /// `--*-uuid-length`.
 const UID_CHARS_WITHOUT_DASHES: i64 = 32;
 
-/// client-go's `rest.Config` defaults, used when `--kube-api-qps` or
-/// `--kube-api-burst` is zero.
-const CLIENT_GO_DEFAULT_QPS: f64 = 5.0;
-const CLIENT_GO_DEFAULT_BURST: u32 = 10;
-
 /// client-go's leader-election jitter factor: the renew deadline must exceed
 /// the retry period times this.
 const LEADER_ELECTION_JITTER: f64 = 1.2;
@@ -275,16 +270,6 @@ fn parse_labels(text: &str) -> Result<LabelList, String> {
 /// The parsed `--vmodule` value.
 pub type VModuleList = Vec<VModuleRule>;
 
-/// The client-side rate limit of the Kubernetes clients, resolved the way
-/// client-go resolves `QPS`/`Burst`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RateLimit {
-    /// Sustained requests per second.
-    pub qps: f64,
-    /// Requests allowed at once above the sustained rate.
-    pub burst: u32,
-}
-
 /// Where the diagnostics HTTP server listens, and whether it serves the
 /// leader-election health check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,7 +286,8 @@ pub struct HttpServerConfig {
 /// The validated configuration of one sidecar run.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `--csi-address` as given.
+    /// `--csi-address` as given (`/path` or `unix://<path>`; checked when
+    /// connecting).
     pub csi_address: String,
     /// `--kubeconfig`; `None` means in-cluster configuration.
     pub kubeconfig: Option<PathBuf>,
@@ -346,7 +332,8 @@ pub struct Config {
     pub leader_election_retry_period: Duration,
     /// `--leader-election-labels`, merged over repeats.
     pub leader_election_labels: BTreeMap<String, String>,
-    /// `--kube-api-qps` as given.
+    /// `--kube-api-qps` as given (resolved by
+    /// `k8s::client::RateLimit::from_flags`).
     pub kube_api_qps: f64,
     /// `--kube-api-burst` as given.
     pub kube_api_burst: i64,
@@ -361,48 +348,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// The QPS/burst the Kubernetes clients use, or `None` for no client-side
-    /// limit. As in client-go: 0 QPS means 5, 0 burst means 10, and a
-    /// negative QPS disables the limiter.
-    pub fn rate_limit(&self) -> Option<RateLimit> {
-        let qps = if self.kube_api_qps == 0.0 {
-            CLIENT_GO_DEFAULT_QPS
-        } else {
-            self.kube_api_qps
-        };
-        if qps < 0.0 || qps.is_infinite() {
-            return None;
-        }
-        let burst = if self.kube_api_burst == 0 {
-            CLIENT_GO_DEFAULT_BURST
-        } else {
-            u32::try_from(self.kube_api_burst).unwrap_or(u32::MAX)
-        };
-        Some(RateLimit { qps, burst })
-    }
-
-    /// The Unix socket path of `--csi-address`: an absolute path, or a
-    /// `unix://` / `unix:` address. Any other form is the error, because only
-    /// Unix sockets support the connection-loss handling the sidecar needs.
-    pub fn csi_socket_path(&self) -> Result<PathBuf, String> {
-        let addr = self.csi_address.as_str();
-        let path = if addr.starts_with('/') {
-            addr
-        } else if let Some(p) = addr.strip_prefix("unix://") {
-            p
-        } else if let Some(p) = addr.strip_prefix("unix:") {
-            p
-        } else {
-            return Err(format!(
-                "unsupported CSI address {addr:?}: only unix domain sockets are supported (an absolute path or unix:///path)"
-            ));
-        };
-        if path.is_empty() {
-            return Err(format!("CSI address {addr:?} has no socket path"));
-        }
-        Ok(PathBuf::from(path))
-    }
-
     /// Warnings to log once logging is up.
     pub fn startup_warnings(&self) -> Vec<String> {
         self.feature_gates.warnings()
@@ -637,7 +582,7 @@ fn build(
         ));
     }
     let effective_qps = if f.kube_api_qps == 0.0 {
-        CLIENT_GO_DEFAULT_QPS
+        crate::k8s::client::DEFAULT_QPS
     } else {
         f.kube_api_qps
     };

@@ -41,13 +41,7 @@ fn defaults_match_upstream() {
     assert_eq!(c.leader_election_renew_deadline, Duration::from_secs(10));
     assert_eq!(c.leader_election_retry_period, Duration::from_secs(5));
     assert!(c.leader_election_labels.is_empty());
-    assert_eq!(
-        c.rate_limit(),
-        Some(RateLimit {
-            qps: 5.0,
-            burst: 10
-        })
-    );
+    assert_eq!((c.kube_api_qps, c.kube_api_burst), (5.0, 10));
     assert_eq!(c.http_server, None);
     assert_eq!(c.metrics_path, "/metrics");
     assert!(!c.automaxprocs);
@@ -98,7 +92,7 @@ fn every_flag_is_settable_with_go_spelling() {
         "--ignored-after-positional",
     ])
     .unwrap();
-    assert_eq!(c.csi_socket_path(), Ok(PathBuf::from("/csi/csi.sock")));
+    assert_eq!(c.csi_address, "unix:///csi/csi.sock");
     assert_eq!(c.kubeconfig, Some(PathBuf::from("/etc/kube.conf")));
     assert_eq!(c.resync_period, Duration::from_secs(90));
     assert_eq!(c.snapshot_name_prefix, "snap");
@@ -122,13 +116,7 @@ fn every_flag_is_settable_with_go_spelling() {
         c.leader_election_labels,
         BTreeMap::from([("a".into(), "3".into()), ("b".into(), "2".into())])
     );
-    assert_eq!(
-        c.rate_limit(),
-        Some(RateLimit {
-            qps: 50.5,
-            burst: 100
-        })
-    );
+    assert_eq!((c.kube_api_qps, c.kube_api_burst), (50.5, 100));
     assert_eq!(
         c.http_server,
         Some(HttpServerConfig {
@@ -358,52 +346,10 @@ fn boundary_values_are_accepted() {
 }
 
 #[test]
-fn rate_limit_follows_client_go() {
-    let rl = |args: &[&str]| run(args).unwrap().rate_limit();
-    assert_eq!(
-        rl(&["--kube-api-qps=0", "--kube-api-burst=0"]),
-        Some(RateLimit {
-            qps: 5.0,
-            burst: 10
-        })
-    );
-    assert_eq!(rl(&["--kube-api-qps=-1"]), None);
-    assert_eq!(rl(&["--kube-api-qps=-1", "--kube-api-burst=-1"]), None);
-    assert_eq!(
-        rl(&["--kube-api-qps=20", "--kube-api-burst=30"]),
-        Some(RateLimit {
-            qps: 20.0,
-            burst: 30
-        })
-    );
-}
-
-#[test]
-fn csi_address_forms() {
-    let path = |addr: &str| {
-        run(&[&format!("--csi-address={addr}")])
-            .unwrap()
-            .csi_socket_path()
-    };
-    assert_eq!(
-        path("/run/csi/socket"),
-        Ok(PathBuf::from("/run/csi/socket"))
-    );
-    assert_eq!(
-        path("unix:///run/csi/socket"),
-        Ok(PathBuf::from("/run/csi/socket"))
-    );
-    assert_eq!(
-        path("unix:/run/csi/socket"),
-        Ok(PathBuf::from("/run/csi/socket"))
-    );
-    for bad in [
-        "tcp://127.0.0.1:10000",
-        "localhost:10000",
-        "csi.sock",
-        "unix://",
-    ] {
-        let err = path(bad).unwrap_err();
-        assert!(err.contains(bad), "{err}");
-    }
+fn qps_and_burst_keep_client_go_meanings() {
+    // 0 and negative QPS are valid (default and unlimited); a negative burst
+    // is only an error while a limiter is in use.
+    assert_eq!(exit_code(&["--kube-api-qps=0", "--kube-api-burst=0"]), 0);
+    assert_eq!(exit_code(&["--kube-api-qps=-1", "--kube-api-burst=-1"]), 0);
+    assert_eq!(exit_code(&["--kube-api-qps=0", "--kube-api-burst=-1"]), 1);
 }
