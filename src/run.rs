@@ -47,6 +47,7 @@ pub fn build_runtime(automaxprocs: bool) -> std::io::Result<tokio::runtime::Runt
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if automaxprocs && let Some(n) = cgroup_cpu_limit() {
+        tracing::info!(workers = n, "Sized the worker threads from the CPU quota");
         builder.worker_threads(n);
     }
     builder.build()
