@@ -319,6 +319,7 @@ mod startup {
     use std::time::Duration;
 
     use csi_snapshotter::csi::proto::v1::controller_service_capability::rpc::Type as CtrlCap;
+    use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
     use csi_snapshotter::testing::mock_driver::{MockConfig, MockDriver};
     use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -498,5 +499,85 @@ mod startup {
         assert_eq!(code, 255, "{err}");
         assert!(err.contains(&addr), "{err}");
         driver.stop().await;
+    }
+
+    /// A fixture whose kubeconfig points at a running embedded API server.
+    async fn fixture_with_apiserver() -> (Fixture, ApiServer) {
+        let server = ApiServer::start(ApiServerOptions::default()).await.unwrap();
+        let mut f = fixture();
+        f.kubeconfig = server.kubeconfig_path().to_string_lossy().into_owned();
+        (f, server)
+    }
+
+    #[tokio::test]
+    async fn group_crd_probe_lists_both_kinds_then_asks_group_capabilities() {
+        let (f, server) = fixture_with_apiserver().await;
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        let (status, err) = run_until(&f, &[], "Starting the controllers").await;
+        assert!(status.success(), "{status:?}: {err}");
+        assert!(err.contains("group_snapshots=true"), "{err}");
+        assert!(server.request_count("LIST", "volumegroupsnapshotcontents") >= 1);
+        assert!(server.request_count("LIST", "volumegroupsnapshotclasses") >= 1);
+        assert_eq!(driver.calls("GroupControllerGetCapabilities"), 1);
+        driver.stop().await;
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn group_capability_errors_are_only_logged_but_an_empty_group_prefix_is_fatal() {
+        let (f, server) = fixture_with_apiserver().await;
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        driver.fail_next(
+            "GroupControllerGetCapabilities",
+            tonic::Code::Unimplemented,
+            1,
+        );
+        let (status, err) = run_until(&f, &[], "Starting the controllers").await;
+        assert!(status.success(), "{status:?}: {err}");
+        assert!(err.contains("group_snapshots=true"), "{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with('E') && l.contains("group controller capabilities")),
+            "{err}"
+        );
+
+        driver.set_group_caps(false);
+        let (status, err) = run_until(&f, &[], "Starting the controllers").await;
+        assert!(status.success(), "{status:?}: {err}");
+        assert!(err.contains("group_snapshots=true"), "{err}");
+        assert!(
+            err.lines().any(
+                |l| l.starts_with('W') && l.contains("CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT")
+            ),
+            "{err}"
+        );
+
+        let (code, err) = run_to_exit(&f, &["--groupsnapshot-name-prefix="]).await;
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("--groupsnapshot-name-prefix"), "{err}");
+        driver.stop().await;
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_failing_crd_list_disables_groups_without_asking_the_driver() {
+        let (f, server) = fixture_with_apiserver().await;
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        server
+            .faults()
+            .fail_next("LIST", "volumegroupsnapshotclasses", "", 403, 1);
+        let (status, err) = run_until(&f, &[], "Starting the controllers").await;
+        assert!(status.success(), "{status:?}: {err}");
+        assert!(err.contains("group_snapshots=false"), "{err}");
+        assert!(err.contains("volumegroupsnapshotclasses"), "{err}");
+        assert_eq!(driver.calls("GroupControllerGetCapabilities"), 0);
+        driver.stop().await;
+        server.shutdown().await;
     }
 }
