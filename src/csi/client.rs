@@ -128,9 +128,11 @@ pub struct PluginInfo {
 /// capabilities are known. Cheap to clone.
 #[derive(Clone)]
 pub struct CsiConnection {
+    // Declared first so it is dropped first: the socket closing when the
+    // channel goes away must not count as a connection loss.
+    _owner: Arc<OwnerGuard>,
     caller: Caller,
     timeout: Duration,
-    _owner: Arc<OwnerGuard>,
 }
 
 impl std::fmt::Debug for CsiConnection {
