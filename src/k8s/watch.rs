@@ -23,6 +23,7 @@ use futures::StreamExt;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -72,12 +73,46 @@ pub struct WatchOptions {
     pub resync_period: Option<Duration>,
 }
 
+/// One cached object. Objects are kept as their JSON encoding: it is about
+/// half the size of the decoded struct (no empty `Option` slots, no map
+/// nodes), which is what keeps 10,000 cached contents within the memory
+/// budget. An object that cannot be encoded (a malformed one) is kept as is.
+enum Stored<K> {
+    Encoded(Box<[u8]>),
+    Decoded(Arc<K>),
+}
+
+impl<K: Serialize + DeserializeOwned> Stored<K> {
+    fn new(obj: &Arc<K>) -> Stored<K> {
+        match serde_json::to_vec(&**obj) {
+            Ok(v) => Stored::Encoded(v.into_boxed_slice()),
+            Err(_) => Stored::Decoded(Arc::clone(obj)),
+        }
+    }
+
+    fn object(&self) -> Option<Arc<K>> {
+        match self {
+            Stored::Encoded(bytes) => match serde_json::from_slice(bytes) {
+                Ok(obj) => Some(Arc::new(obj)),
+                Err(e) => {
+                    // Cannot happen for a type whose encoding round-trips;
+                    // treated as absent rather than a crash.
+                    tracing::error!(error = %e, "Cached object does not decode");
+                    None
+                }
+            },
+            Stored::Decoded(obj) => Some(Arc::clone(obj)),
+        }
+    }
+}
+
 struct CacheInner<K> {
-    objects: RwLock<HashMap<String, Arc<K>>>,
+    objects: RwLock<HashMap<String, Stored<K>>>,
     synced: watch::Sender<bool>,
 }
 
-/// The read side of an informer: the current objects by name. Cheap to clone.
+/// The read side of an informer: the current objects by name. Cheap to
+/// clone. Each read decodes a fresh copy of the object.
 pub struct Cache<K> {
     inner: Arc<CacheInner<K>>,
 }
@@ -115,28 +150,18 @@ impl<K> Cache<K> {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<K>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Stored<K>>> {
         self.inner
             .objects
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<K>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Stored<K>>> {
         self.inner
             .objects
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The cached object named `name`.
-    pub fn get(&self, name: &str) -> Option<Arc<K>> {
-        self.read().get(name).cloned()
-    }
-
-    /// All cached objects, in no particular order.
-    pub fn list(&self) -> Vec<Arc<K>> {
-        self.read().values().cloned().collect()
     }
 
     /// Number of cached objects.
@@ -147,6 +172,16 @@ impl<K> Cache<K> {
     /// Whether the cache holds no object.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether `name` is cached (without decoding it).
+    pub fn contains(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
+    /// The names of all cached objects, in no particular order.
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
     }
 
     /// Whether the first full list has been stored.
@@ -161,18 +196,33 @@ impl<K> Cache<K> {
         let _ = rx.wait_for(|s| *s).await;
     }
 
+    fn mark_synced(&self) {
+        self.inner.synced.send_replace(true);
+    }
+}
+
+impl<K: Serialize + DeserializeOwned> Cache<K> {
+    /// The cached object named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<K>> {
+        self.read().get(name).and_then(Stored::object)
+    }
+
+    /// All cached objects, in no particular order.
+    pub fn list(&self) -> Vec<Arc<K>> {
+        self.read().values().filter_map(Stored::object).collect()
+    }
+
     /// Stores `obj` under `name`; returns the object it replaced.
     pub fn insert(&self, name: String, obj: Arc<K>) -> Option<Arc<K>> {
-        self.write().insert(name, obj)
+        let stored = Stored::new(&obj);
+        self.write()
+            .insert(name, stored)
+            .and_then(|old| old.object())
     }
 
     /// Removes `name`; returns the removed object.
     pub fn remove(&self, name: &str) -> Option<Arc<K>> {
-        self.write().remove(name)
-    }
-
-    fn mark_synced(&self) {
-        self.inner.synced.send_replace(true);
+        self.write().remove(name).and_then(|old| old.object())
     }
 }
 
@@ -188,7 +238,14 @@ pub fn make_lean<K: Resource>(obj: &mut K) {
 /// A list + watch of one kind feeding a [`Cache`].
 pub struct Informer<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
     api: Api<K>,
     options: WatchOptions,
@@ -197,7 +254,14 @@ where
 
 impl<K> Informer<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
     /// An informer over `api` (use `Api::all` for cluster-scoped kinds).
     pub fn new(api: Api<K>, options: WatchOptions) -> Self {
@@ -225,8 +289,10 @@ where
             cache,
         } = self;
         let kind = K::kind(&()).into_owned();
-        // Informers list from the API server's watch cache (resourceVersion=0).
-        let mut config = watcher::Config::default().any_semantic();
+        // Paged lists (500 per page, the most recent state) rather than
+        // one unpaged list from the watch cache (resourceVersion=0): the
+        // decoded page, not the whole collection, is the transient memory.
+        let mut config = watcher::Config::default();
         if let Some(sel) = &options.label_selector {
             config = config.labels(sel);
         }
@@ -302,7 +368,11 @@ where
     }
 }
 
-fn apply<K: Resource>(cache: &Cache<K>, mut obj: K, handler: &impl Fn(Notification<K>)) {
+fn apply<K: Resource + Serialize + DeserializeOwned>(
+    cache: &Cache<K>,
+    mut obj: K,
+    handler: &impl Fn(Notification<K>),
+) {
     let Some(name) = obj.meta().name.clone() else {
         tracing::warn!("Ignoring a watched object without a name");
         return;
