@@ -365,41 +365,11 @@ mod startup {
     /// Starts the sidecar, waits until a stderr line contains `marker`,
     /// sends SIGTERM and returns the status and all stderr seen.
     async fn run_until(f: &Fixture, extra: &[&str], marker: &str) -> (ExitStatus, String) {
-        let mut child = tokio::process::Command::new(BIN)
-            .arg(format!("--kubeconfig={}", f.kubeconfig))
-            .arg(format!("--csi-address={}", f.socket.display()))
-            .args(extra)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = String::new();
-        let found = tokio::time::timeout(RUN_LIMIT, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                seen.push_str(&line);
-                seen.push('\n');
-                if line.contains(marker) {
-                    return true;
-                }
-            }
-            false
-        })
-        .await
-        .unwrap_or(false);
+        let mut child = spawn(f, extra);
+        let mut lines = stderr_lines(&mut child);
+        let (found, mut seen) = wait_for_line(&mut lines, marker).await;
         assert!(found, "never logged {marker:?}:\n{seen}");
-        let pid = child.id().unwrap().to_string();
-        let killed = tokio::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(killed.success());
-        let status = tokio::time::timeout(RUN_LIMIT, child.wait())
-            .await
-            .expect("sidecar stopped after SIGTERM")
-            .unwrap();
+        let status = terminate(&mut child).await;
         while let Ok(Ok(Some(line))) =
             tokio::time::timeout(Duration::from_secs(1), lines.next_line()).await
         {
@@ -579,5 +549,159 @@ mod startup {
         assert_eq!(driver.calls("GroupControllerGetCapabilities"), 0);
         driver.stop().await;
         server.shutdown().await;
+    }
+
+    /// Lease of the mock driver (spec B.7 naming).
+    const MOCK_LEASE: &str = "external-snapshotter-leader-mock-csi-k8s-io";
+
+    fn lease_holder(server: &ApiServer) -> Option<String> {
+        server
+            .object("leases", "default", MOCK_LEASE)?
+            .pointer("/spec/holderIdentity")?
+            .as_str()
+            .map(str::to_string)
+    }
+
+    #[tokio::test]
+    async fn leader_election_takes_the_lease_before_starting_controllers() {
+        let (f, server) = fixture_with_apiserver().await;
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        let args = [
+            "--leader-election",
+            "--leader-election-namespace=default",
+            "--leader-election-labels=app:snapshotter",
+        ];
+        let (status, err) = run_until(&f, &args, "Starting the controllers").await;
+        // Without ReleaseLeaderElectionOnExit the Lease is kept on shutdown.
+        assert!(status.success(), "{status:?}: {err}");
+        assert!(
+            lease_holder(&server).is_some_and(|h| !h.is_empty()),
+            "{err}"
+        );
+        let lease = server.object("leases", "default", MOCK_LEASE).unwrap();
+        assert_eq!(
+            lease.pointer("/metadata/labels/app"),
+            Some(&"snapshotter".into())
+        );
+        driver.stop().await;
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn release_on_exit_clears_the_holder_and_leaves_through_stopped_leading() {
+        let (f, server) = fixture_with_apiserver().await;
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        let args = [
+            "--leader-election",
+            "--leader-election-namespace=default",
+            "--feature-gates=ReleaseLeaderElectionOnExit=true",
+        ];
+        let (status, err) = run_until(&f, &args, "Starting the controllers").await;
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("Stopped leading"), "{err}");
+        assert_eq!(lease_holder(&server), None, "{err}");
+        driver.stop().await;
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn http_endpoint_serves_metrics_and_leader_health() {
+        let (f, server) = fixture_with_apiserver().await;
+        let driver = MockDriver::start(&f.socket, MockConfig::default())
+            .await
+            .unwrap();
+        // A port that was free a moment ago.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let endpoint = format!("--http-endpoint={addr}");
+        let args = [
+            endpoint.as_str(),
+            "--leader-election",
+            "--leader-election-namespace=default",
+        ];
+        let mut child = spawn(&f, &args);
+        let mut lines = stderr_lines(&mut child);
+        let (found, seen) = wait_for_line(&mut lines, "Starting the controllers").await;
+        assert!(found, "{seen}");
+        let metrics = http_get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(
+            metrics.contains("csi_sidecar_operations_seconds_count{driver_name=\"mock.csi.k8s.io\",method_name=\"/csi.v1.Identity/Probe\""),
+            "{metrics}"
+        );
+        let health = http_get(addr, "/healthz/leader-election").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        assert!(health.ends_with("ok"), "{health}");
+        terminate(&mut child).await;
+        driver.stop().await;
+        server.shutdown().await;
+    }
+
+    fn spawn(f: &Fixture, extra: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new(BIN)
+            .arg(format!("--kubeconfig={}", f.kubeconfig))
+            .arg(format!("--csi-address={}", f.socket.display()))
+            .args(extra)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+    fn stderr_lines(child: &mut tokio::process::Child) -> Lines {
+        BufReader::new(child.stderr.take().unwrap()).lines()
+    }
+
+    /// Reads lines until one contains `marker`; returns whether it was seen
+    /// and everything read.
+    async fn wait_for_line(lines: &mut Lines, marker: &str) -> (bool, String) {
+        let mut seen = String::new();
+        let found = tokio::time::timeout(RUN_LIMIT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains(marker) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        (found, seen)
+    }
+
+    async fn terminate(child: &mut tokio::process::Child) -> ExitStatus {
+        let pid = child.id().unwrap().to_string();
+        let killed = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success());
+        tokio::time::timeout(RUN_LIMIT, child.wait())
+            .await
+            .expect("sidecar stopped after SIGTERM")
+            .unwrap()
+    }
+
+    /// One plain HTTP/1.1 GET; returns the whole response.
+    async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
     }
 }
