@@ -440,16 +440,20 @@ async fn serve(started: Arc<Started>, elector: Option<LeaderElector>) -> i32 {
             tracing::error!("Stopped leading");
             EXIT_FAILURE
         }
-        Leadership::Cancelled if release_on_exit => {
-            // As upstream with ReleaseLeaderElectionOnExit: give the Lease up,
-            // then leave through the "stopped leading" path.
-            if !elector.release().await {
-                tracing::warn!("Failed to release the leader election lease");
+        Leadership::Cancelled => {
+            // With ReleaseLeaderElectionOnExit the Lease is given up so another
+            // replica takes over at once. Upstream then leaves through its
+            // "stopped leading" exit 1; a requested shutdown that completed
+            // exits 0 here, as documented in the README.
+            if release_on_exit {
+                if elector.release().await {
+                    tracing::info!("Released the leader election lease");
+                } else {
+                    tracing::warn!("Failed to release the leader election lease");
+                }
             }
-            tracing::info!("Stopped leading");
-            EXIT_FAILURE
+            0
         }
-        Leadership::Cancelled => 0,
     }
 }
 
