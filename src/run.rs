@@ -11,6 +11,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, VERSION};
+use crate::controller::content::{self, ContentControllerOptions};
+use crate::controller::group::{self, GroupControllerOptions};
+use crate::controller::queue::Backoff;
+use crate::controller::queue_metrics::WorkQueueMetrics;
 use crate::csi::client::{
     ConnectOptions, CsiClient, CsiConnection, StartupError as DriverStartupError,
     require_snapshot_support,
@@ -18,11 +22,14 @@ use crate::csi::client::{
 use crate::http::{self, HttpConfig, Readiness};
 use crate::k8s::client::{ClientError, RateLimit, client_from_config, load_config};
 use crate::k8s::event::EventRecorder;
+use crate::k8s::watch::{WatchOptions, managed_by_selector};
 use crate::leader::{
     self, LeaderConfig, LeaderConfigError, LeaderElector, LeaderMetrics, Leadership,
 };
 use crate::metrics::Registry;
 use crate::process_metrics::ProcessMetrics;
+use crate::reconcile::ReconcileConfig;
+use crate::reconcile::naming::NamingRule;
 use crate::shutdown;
 
 /// Exit status of a startup failure (upstream `os.Exit(1)`).
@@ -480,13 +487,77 @@ fn spawn_controllers(started: Arc<Started>, stop: CancellationToken) -> JoinHand
 /// until `stop` is cancelled; then stop taking keys and return once the keys
 /// in flight are done.
 pub async fn run_controllers(started: Arc<Started>, stop: CancellationToken) {
+    let config = &started.config;
     tracing::info!(
         driver = started.driver_name.as_str(),
         group_snapshots = started.group_snapshots,
-        workers = started.config.worker_threads,
+        workers = config.worker_threads,
         "Starting the controllers"
     );
-    stop.cancelled().await;
+    let reconcile = reconcile_config(config, &started.driver_name);
+    let backoff = Backoff {
+        start: config.retry_interval_start,
+        max: config.retry_interval_max,
+    };
+    let watch = WatchOptions {
+        label_selector: started.node_name.as_deref().map(managed_by_selector),
+        resync_period: Some(config.resync_period),
+    };
+    let metrics = WorkQueueMetrics::register(&started.registry);
+    let (events, _event_writer) = EventRecorder::start(
+        started.core_client.clone(),
+        format!("csi-snapshotter {}", started.driver_name),
+    );
+    let driver = Arc::new(started.driver.clone());
+    let content = content::run(
+        Arc::clone(&driver),
+        started.snapshot_client.clone(),
+        started.core_client.clone(),
+        events.clone(),
+        ContentControllerOptions {
+            config: reconcile.clone(),
+            workers: config.worker_threads,
+            backoff,
+            watch: watch.clone(),
+        },
+        Some(&metrics),
+        stop.clone(),
+    );
+    if started.group_snapshots {
+        let group = group::run(
+            driver,
+            started.snapshot_client.clone(),
+            started.core_client.clone(),
+            events,
+            GroupControllerOptions {
+                config: reconcile,
+                workers: config.worker_threads,
+                backoff,
+                watch,
+            },
+            Some(&metrics),
+            stop,
+        );
+        tokio::join!(content, group);
+    } else {
+        content.await;
+    }
+}
+
+/// The decision inputs from the flags and the driver name.
+fn reconcile_config(config: &Config, driver_name: &str) -> ReconcileConfig {
+    ReconcileConfig {
+        driver_name: driver_name.to_string(),
+        snapshot_naming: NamingRule {
+            prefix: config.snapshot_name_prefix.clone(),
+            uuid_length: config.snapshot_name_uuid_length,
+        },
+        group_snapshot_naming: NamingRule {
+            prefix: config.groupsnapshot_name_prefix.clone(),
+            uuid_length: config.groupsnapshot_name_uuid_length,
+        },
+        extra_create_metadata: config.extra_create_metadata,
+    }
 }
 
 #[cfg(test)]
