@@ -427,6 +427,37 @@ impl LeaderElector {
         outcome
     }
 
+    /// Holds the Lease while `work` runs (call after [`acquire`](Self::acquire)).
+    ///
+    /// `work` gets a token that fires on `shutdown` (or when the Lease is
+    /// lost). After a shutdown the Lease keeps being renewed until `work`
+    /// returns, so no other replica starts while this one finishes the calls
+    /// and writes in flight; then renewing stops and
+    /// [`Leadership::Cancelled`] is returned. If a renewal round fails,
+    /// [`Leadership::Lost`] is returned at once (the work token fires and
+    /// `work` is not awaited: another replica may take over soon).
+    pub async fn lead_while<F, Fut>(&self, shutdown: &CancellationToken, work: F) -> Leadership
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let work_stop = shutdown.child_token();
+        let hold_stop = CancellationToken::new();
+        let working = work(work_stop.clone());
+        let holding = self.hold(&hold_stop);
+        tokio::pin!(working, holding);
+        tokio::select! {
+            outcome = &mut holding => {
+                work_stop.cancel();
+                outcome
+            }
+            () = &mut working => {
+                hold_stop.cancel();
+                holding.await
+            }
+        }
+    }
+
     /// Gives the Lease up if this replica holds it: clears the holder and
     /// sets a 1 s duration.
     pub async fn release(&self) -> bool {

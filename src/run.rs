@@ -437,11 +437,15 @@ async fn serve(started: Arc<Started>, elector: Option<LeaderElector>) -> i32 {
         return 0;
     }
     let release_on_exit = started.config.feature_gates.release_leader_election_on_exit;
-    let work = shutdown_token.child_token();
-    let controllers = spawn_controllers(started, work.clone());
-    let outcome = elector.hold(&shutdown_token).await;
-    work.cancel();
-    drain(controllers).await;
+    // The Lease is renewed until the controllers have drained, so no other
+    // replica starts while calls and writes are still in flight here.
+    let outcome = elector
+        .lead_while(&shutdown_token, |work| async move {
+            let controllers = spawn_controllers(started, work.clone());
+            work.cancelled().await;
+            drain(controllers).await;
+        })
+        .await;
     match outcome {
         Leadership::Lost => {
             tracing::error!("Stopped leading");

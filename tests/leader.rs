@@ -303,3 +303,80 @@ async fn a_conflicting_optimistic_renewal_takes_the_slow_path_and_keeps_the_leas
     a.cancel.cancel();
     let _ = a.task.await;
 }
+
+#[tokio::test]
+async fn the_lease_is_renewed_until_the_work_has_drained() {
+    let server = ApiServer::start(ApiServerOptions::default())
+        .await
+        .expect("api server");
+    let a = elector(&server, fast("replica-a"), None).await;
+    let shutdown = CancellationToken::new();
+    assert!(a.acquire(&shutdown).await);
+    let drained = Arc::new(AtomicBool::new(false));
+    let led = {
+        let (shutdown, drained) = (shutdown.clone(), drained.clone());
+        tokio::spawn(async move {
+            let end = a
+                .lead_while(&shutdown, |stop| async move {
+                    stop.cancelled().await;
+                    // A drain longer than the 2 s lease duration.
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    drained.store(true, Ordering::SeqCst);
+                })
+                .await;
+            let released = a.release().await;
+            (end, released)
+        })
+    };
+    let b = spawn(elector(&server, fast("replica-b"), None).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    // B must not lead while A drains, even though the drain outlasts A's
+    // lease duration.
+    until("drain done", Duration::from_secs(10), || {
+        assert!(
+            !b.leading.load(Ordering::SeqCst),
+            "B led while A was still draining"
+        );
+        drained.load(Ordering::SeqCst)
+    })
+    .await;
+    let (end, released) = led.await.unwrap();
+    assert_eq!(end, Leadership::Cancelled);
+    assert!(released);
+    until("b takes over", Duration::from_secs(5), || {
+        b.leading.load(Ordering::SeqCst)
+    })
+    .await;
+    b.cancel.cancel();
+    let _ = b.task.await;
+}
+
+#[tokio::test]
+async fn losing_the_lease_stops_the_work_at_once() {
+    let server = ApiServer::start(ApiServerOptions::default())
+        .await
+        .expect("api server");
+    let a = elector(&server, fast("replica-a"), None).await;
+    let shutdown = CancellationToken::new();
+    assert!(a.acquire(&shutdown).await);
+    let token = Arc::new(std::sync::Mutex::new(None::<CancellationToken>));
+    let t = token.clone();
+    let led = tokio::spawn(async move {
+        a.lead_while(&shutdown, |stop| async move {
+            *t.lock().unwrap() = Some(stop);
+            std::future::pending::<()>().await;
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.faults().fail_next("PUT", "leases", "", 500, 10_000);
+    server.faults().fail_next("GET", "leases", "", 500, 10_000);
+    let end = tokio::time::timeout(Duration::from_secs(5), led)
+        .await
+        .expect("returns on loss")
+        .unwrap();
+    assert_eq!(end, Leadership::Lost);
+    let stop = token.lock().unwrap().clone().expect("work started");
+    assert!(stop.is_cancelled(), "the work was told to stop");
+}
