@@ -2,4 +2,5 @@
 //! Built only with the `testing` feature (on by default, off in the image).
 
 pub mod apiserver;
+pub mod groups;
 pub mod mock_driver;
