@@ -210,9 +210,11 @@ pub async fn snapshot_group(
     .await
 }
 
-/// Ready, with a group handle and a non-empty member list.
+/// Ready, with a group handle and a non-empty member list, and the sidecar
+/// done with the create (no being-created annotation left).
 pub fn is_ready_with_members(c: &VolumeGroupSnapshotContent) -> bool {
     c.is_ready()
+        && c.annotation(keys::ANN_VGS_BEING_CREATED).is_none()
         && c.status_handle().is_some()
         && c.status
             .as_ref()
