@@ -264,7 +264,17 @@ pub(crate) async fn handle(
         Err(e) => return Ok(error_response(&ApiError::bad_request(e.to_string()))),
     };
     let result = dispatch(&sh, &parts.method, verb, &t, &q, &content_type, body);
-    Ok(result.unwrap_or_else(|e| error_response(&e)))
+    let response = result.unwrap_or_else(|e| error_response(&e));
+    tracing::trace!(
+        verb,
+        resource = plural,
+        subresource = %sub,
+        namespace = t.namespace.as_deref().unwrap_or(""),
+        name = t.name.as_deref().unwrap_or(""),
+        code = response.status().as_u16(),
+        "embedded API server request"
+    );
+    Ok(response)
 }
 
 fn dispatch(
@@ -308,6 +318,9 @@ fn parse_body(def: &ResourceDef, content_type: &str, body: &[u8]) -> Result<Valu
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
         })?,
+        "application/vnd.kubernetes.protobuf" if super::protobuf::supported(def) => {
+            super::protobuf::decode(def, body)?
+        }
         "application/yaml" => serde_norway::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
         })?,

@@ -14,6 +14,7 @@ mod faults;
 mod handler;
 mod object;
 mod patch;
+mod protobuf;
 pub mod raw;
 mod resources;
 pub mod schema;
