@@ -222,7 +222,7 @@ async fn h08_h17_delete_policy_deletes_backend_clears_status_and_finalizer() {
 }
 
 #[tokio::test]
-async fn h08_status_is_cleared_before_the_finalizer_goes() {
+async fn h08_h23_status_cleared_and_only_our_finalizer_removed() {
     let h = Harness::new().await;
     ready_content(&h).await;
     h.merge(
@@ -431,7 +431,7 @@ async fn h16_member_is_not_deleted_individually() {
 }
 
 #[tokio::test]
-async fn final_create_error_releases_annotation_non_final_keeps_it() {
+async fn h19_final_create_error_releases_annotation_non_final_keeps_it() {
     let mut h = Harness::new().await;
     h.create_class("default-class", json!({})).await;
     h.create(dynamic(NAME)).await;
@@ -469,7 +469,7 @@ async fn final_create_error_releases_annotation_non_final_keeps_it() {
 }
 
 #[tokio::test]
-async fn issue_1388_delete_during_in_flight_create_deletes_backend() {
+async fn h20_issue_1388_stale_cache_after_in_flight_create_still_deletes() {
     let h = Harness::new().await;
     h.create_class("default-class", json!({})).await;
     h.create(dynamic(NAME)).await;
@@ -491,7 +491,7 @@ async fn issue_1388_delete_during_in_flight_create_deletes_backend() {
 }
 
 #[tokio::test]
-async fn unknown_reserved_parameter_never_blocks_deletion() {
+async fn h21_unknown_reserved_parameter_never_blocks_deletion() {
     let mut h = Harness::new().await;
     h.create_class("default-class", json!({"csi.storage.k8s.io/bim": "x"}))
         .await;
@@ -575,4 +575,27 @@ async fn h22_preprovisioned_poll_uses_the_class_list_secret_template() {
     assert!(msg.contains("invalid tokens"), "{msg}");
     let events = h.events_for("pre-2").await;
     assert_eq!(events[0].0, "SnapshotContentCheckandUpdateFailed");
+}
+
+#[tokio::test]
+async fn h18_deletion_without_the_controllers_annotation_waits() {
+    let h = Harness::new().await;
+    ready_content(&h).await;
+    // Deleted by hand: deletionTimestamp but no being-deleted annotation.
+    h.api
+        .delete(NAME, &Default::default())
+        .await
+        .expect("delete");
+    assert_eq!(h.sync(NAME).await, Outcome::Forget);
+    assert_eq!(h.driver.calls("DeleteSnapshot"), 0);
+    assert!(h.get(NAME).await.is_some(), "waits for the controller");
+    // The controller's annotation arrives: now it is deleted.
+    h.merge(
+        NAME,
+        json!({"metadata": {"annotations": {keys::ANN_VS_BEING_DELETED: "yes"}}}),
+    )
+    .await;
+    assert_eq!(h.sync(NAME).await, Outcome::Forget);
+    assert_eq!(h.driver.calls("DeleteSnapshot"), 1);
+    assert!(h.get(NAME).await.is_none());
 }
