@@ -599,3 +599,32 @@ async fn h18_deletion_without_the_controllers_annotation_waits() {
     assert_eq!(h.driver.calls("DeleteSnapshot"), 1);
     assert!(h.get(NAME).await.is_none());
 }
+
+#[tokio::test]
+async fn malformed_objects_are_left_alone() {
+    use csi_snapshotter::k8s::types::{Lenient, VolumeSnapshotClass, VolumeSnapshotContent};
+    use std::sync::Arc;
+    let mut h = Harness::new().await;
+    let mut bad = dynamic(NAME);
+    bad["status"] = json!({"readyToUse": "maybe"});
+    h.contents.insert(
+        NAME.into(),
+        Arc::new(Lenient::<VolumeSnapshotContent>::from_value(bad)),
+    );
+    assert_eq!(h.ctrl().sync(NAME).await, Outcome::Forget);
+    assert_eq!(h.driver.calls("CreateSnapshot"), 0);
+    // A class that does not decode counts as missing: a class error, no RPC.
+    h.create(dynamic(NAME)).await;
+    h.refresh().await;
+    h.classes.insert(
+        "default-class".into(),
+        Arc::new(Lenient::<VolumeSnapshotClass>::from_value(
+            json!({"metadata": {"name": "default-class"}, "driver": DRIVER, "parameters": ["x"]}),
+        )),
+    );
+    assert_eq!(h.ctrl().sync(NAME).await, Outcome::Requeue);
+    assert_eq!(h.driver.calls("CreateSnapshot"), 0);
+    let events = h.events_for(NAME).await;
+    assert_eq!(events[0].0, "SnapshotCreationFailed");
+    assert!(events[0].1.contains("not found"), "{}", events[0].1);
+}

@@ -138,10 +138,21 @@ impl<D: SnapshotDriver> ContentController<D> {
         &self.config.driver_name
     }
 
+    /// The cached class the content names. A class that does not decode
+    /// counts as missing (logged), so the content reports a class error.
     fn class_of(&self, content: &VolumeSnapshotContent) -> Option<Arc<VolumeSnapshotClass>> {
         let name = content.spec.volume_snapshot_class_name.as_deref()?;
-        let class = self.classes.get(name)?;
-        class.as_ok().cloned().map(Arc::new)
+        match self.classes.get(name)?.as_ref() {
+            Lenient::Ok(class) => Some(Arc::new(class.clone())),
+            Lenient::Malformed { error, .. } => {
+                tracing::warn!(
+                    class = name,
+                    error = error.as_str(),
+                    "Ignoring a VolumeSnapshotClass that does not decode"
+                );
+                None
+            }
+        }
     }
 
     /// Runs workers until the queue shuts down.
@@ -180,6 +191,7 @@ impl<D: SnapshotDriver> ContentController<D> {
             }
         };
         let class = self.class_of(content);
+        let class_name = content.spec.volume_snapshot_class_name.clone();
         if !is_driver_match(content, class.as_deref(), self.driver_name()) {
             return Outcome::Forget;
         }
@@ -205,7 +217,11 @@ impl<D: SnapshotDriver> ContentController<D> {
                 return Outcome::Forget;
             }
         };
-        let class = self.class_of(&content);
+        let class = if content.spec.volume_snapshot_class_name == class_name {
+            class
+        } else {
+            self.class_of(&content)
+        };
         let step = decide(
             &content,
             class.as_deref(),
