@@ -114,14 +114,14 @@ impl<D: SnapshotDriver> ContentController<D> {
     /// Seeds the version store with every cached VSC of this driver (call
     /// once the caches have synced, spec C.1 step 3).
     pub fn seed_versions(&self) {
-        for obj in self.contents.list() {
-            let Some(content) = obj.as_ok() else { continue };
+        self.contents.for_each(|obj| {
+            let Some(content) = obj.as_ok() else { return };
             if !is_driver_match(
                 content,
                 self.class_of(content).as_deref(),
                 self.driver_name(),
             ) {
-                continue;
+                return;
             }
             let rv = content
                 .metadata
@@ -131,7 +131,7 @@ impl<D: SnapshotDriver> ContentController<D> {
             let _ = self
                 .versions()
                 .observe(content.name(), &rv, &Arc::new(content.clone()));
-        }
+        });
     }
 
     fn driver_name(&self) -> &str {

@@ -144,8 +144,8 @@ impl<D: SnapshotDriver> GroupController<D> {
     /// once the caches have synced, spec D.1).
     pub fn seed_versions(&self) {
         let mut versions = self.versions();
-        for obj in self.contents.list() {
-            let Some(content) = obj.as_ok() else { continue };
+        self.contents.for_each(|obj| {
+            let Some(content) = obj.as_ok() else { return };
             let rv = content
                 .metadata
                 .resource_version
@@ -154,7 +154,7 @@ impl<D: SnapshotDriver> GroupController<D> {
             if let Err(e) = versions.observe(content.name(), &rv, &Arc::new(content.clone())) {
                 tracing::warn!(group_content = content.name(), error = %e, "Not seeding");
             }
-        }
+        });
     }
 
     /// Whether the version store holds an entry for `name` (spec H.39).

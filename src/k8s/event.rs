@@ -140,7 +140,8 @@ impl EventRecorder {
             object = object.name.as_deref().unwrap_or(""),
             event_type = type_.as_str(),
             reason,
-            message,
+            // `message` is tracing's own field name: it would replace the log text.
+            event_message = message,
             "Event recorded"
         );
         let req = Request {

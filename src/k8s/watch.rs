@@ -207,9 +207,22 @@ impl<K: Serialize + DeserializeOwned> Cache<K> {
         self.read().get(name).and_then(Stored::object)
     }
 
-    /// All cached objects, in no particular order.
+    /// All cached objects, in no particular order. This decodes every
+    /// object at once; prefer [`for_each`](Self::for_each) for large caches.
     pub fn list(&self) -> Vec<Arc<K>> {
         self.read().values().filter_map(Stored::object).collect()
+    }
+
+    /// Calls `f` with each cached object, decoding one at a time, so at most
+    /// one decoded copy exists at once (seeding and resync of 10,000 objects
+    /// would otherwise hold them all decoded). Objects added during the walk
+    /// may be missed and removed ones may still be seen.
+    pub fn for_each(&self, mut f: impl FnMut(Arc<K>)) {
+        for name in self.names() {
+            if let Some(obj) = self.get(&name) {
+                f(obj);
+            }
+        }
     }
 
     /// Stores `obj` under `name`; returns the object it replaced.
@@ -358,9 +371,9 @@ where
                 () = tick => {
                     if cache.is_synced() {
                         tracing::debug!(kind, objects = cache.len(), "Resync");
-                        for obj in cache.list() {
+                        cache.for_each(|obj| {
                             handler(Notification::Update { old: obj.clone(), new: obj });
-                        }
+                        });
                     }
                 }
             }
