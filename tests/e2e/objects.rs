@@ -57,8 +57,16 @@ pub fn snapshot_of_content(name: &str, content: &str) -> Value {
     })
 }
 
+/// The snapshot-controller's finalizer on contents (spec 0.1).
+pub const CONTENT_FINALIZER: &str =
+    "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
+
 /// A pre-provisioned content for `handle`, meant for the VolumeSnapshot
 /// `snapshot` in `namespace` (which need not exist).
+///
+/// It carries the controller's finalizer from the start. The controller adds
+/// it soon after creation anyway, but a content deleted before that would be
+/// removed at once, without the sidecar ever deciding about its snapshot.
 pub fn pre_provisioned_content(
     name: &str,
     driver: &str,
@@ -70,7 +78,7 @@ pub fn pre_provisioned_content(
     json!({
         "apiVersion": "snapshot.storage.k8s.io/v1",
         "kind": "VolumeSnapshotContent",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "finalizers": [CONTENT_FINALIZER]},
         "spec": {
             "deletionPolicy": deletion_policy,
             "driver": driver,

@@ -22,13 +22,11 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use serde_json::{Value, json};
 
 use crate::cluster::{annotation, at, class_resource, content_resource, snapshot_resource, str_at};
-use crate::objects::E2E_NAMESPACE_LABEL;
+use crate::objects::{CONTENT_FINALIZER, E2E_NAMESPACE_LABEL};
 
 /// How often the stand-in looks at the cluster.
 const TICK: Duration = Duration::from_millis(300);
-/// The snapshot-controller's finalizers (spec 0.1 and G.1).
-const CONTENT_FINALIZER: &str =
-    "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";
+/// The snapshot-controller's finalizer on snapshots (spec G.1).
 const SNAPSHOT_FINALIZER: &str = "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
 const BEING_DELETED: &str = "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted";
 const SECRET_NAME_PARAM: &str = "csi.storage.k8s.io/snapshotter-secret-name";
