@@ -2,6 +2,7 @@
 //! types in here.
 
 pub mod client;
+pub mod compact;
 pub mod event;
 pub mod keys;
 pub mod types;
