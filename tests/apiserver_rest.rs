@@ -902,3 +902,85 @@ async fn events_about_cluster_scoped_objects_live_in_default() {
         .unwrap();
     assert_eq!(r.code, 201, "{}", r.body);
 }
+
+#[tokio::test]
+async fn events_k8s_io_is_a_view_of_core_events() {
+    let s = server().await;
+    let v1_events = "/apis/events.k8s.io/v1/namespaces/default/events";
+    let core_events = "/api/v1/namespaces/default/events";
+    let now = s.resource_version();
+    let mut w = s
+        .watch_raw(&format!("{v1_events}?watch=true&resourceVersion={now}"))
+        .await
+        .unwrap();
+    let core = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "old"},
+        "involvedObject": {"kind": "VolumeSnapshotContent", "name": "c1"}, "reason": "R", "message": "hello", "type": "Normal"});
+    assert_eq!(
+        s.request("POST", core_events, JSON, Some(&core))
+            .await
+            .unwrap()
+            .code,
+        201
+    );
+    let got = s
+        .request("GET", &format!("{v1_events}/old"), None, None)
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(got["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(got["note"], "hello");
+    assert_eq!(got["regarding"]["name"], "c1");
+    let ev = w.next(WAIT).await.unwrap().unwrap();
+    assert_eq!(
+        (ev["type"].as_str(), ev["object"]["note"].as_str()),
+        (Some("ADDED"), Some("hello"))
+    );
+
+    let v1 = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "new"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "example.com/c", "reportingInstance": "i",
+        "action": "Create", "reason": "Created", "note": "n", "type": "Normal",
+        "regarding": {"kind": "VolumeSnapshotContent", "name": "c2"}});
+    let r = s.request("POST", v1_events, JSON, Some(&v1)).await.unwrap();
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert_eq!(r.body["regarding"]["name"], "c2");
+    let as_core = s
+        .request("GET", &format!("{core_events}/new"), None, None)
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(as_core["involvedObject"]["name"], "c2");
+    assert_eq!(as_core["reportingComponent"], "example.com/c");
+    let list = s
+        .request(
+            "GET",
+            &format!("{v1_events}?fieldSelector=regarding.name%3Dc2"),
+            None,
+            None,
+        )
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(list["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["note"], "n");
+    let r = s
+        .request(
+            "PATCH",
+            &format!("{v1_events}/new"),
+            MERGE,
+            Some(&json!({"note": "changed"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.body["note"], "changed");
+
+    let mut no_time = v1.clone();
+    no_time["metadata"]["name"] = json!("bad");
+    no_time.as_object_mut().unwrap().remove("eventTime");
+    let r = s
+        .request("POST", v1_events, JSON, Some(&no_time))
+        .await
+        .unwrap();
+    assert_eq!(r.code, 422);
+    assert_eq!(r.body["details"]["causes"][0]["field"], "eventTime");
+}

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::discovery;
+use super::eventsv1;
 use super::faults::normalize_verb;
 use super::object::{
     Part, check_namespace, check_type_meta, finalizers, generate_name, meta_mut, meta_str,
@@ -259,12 +260,51 @@ pub(crate) async fn handle(
         .unwrap_or("")
         .trim()
         .to_string();
-    let body = match body.collect().await {
+    let mut body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return Ok(error_response(&ApiError::bad_request(e.to_string()))),
     };
-    let result = dispatch(&sh, &parts.method, verb, &t, &q, &content_type, body);
-    let response = result.unwrap_or_else(|e| error_response(&e));
+    let (mut t, mut q, mut content_type) = (t, q, content_type);
+    let view = eventsv1::view_for(t.res);
+    if let Some((v, storage)) = view {
+        match eventsv1::translate_request(
+            v,
+            verb,
+            &content_type,
+            &body,
+            t.namespace.as_deref(),
+            &mut q,
+        ) {
+            Ok(Some(b)) => {
+                body = Bytes::from(b);
+                if matches!(verb, "POST" | "PUT")
+                    || content_type.starts_with("application/apply-patch")
+                {
+                    content_type = if verb == "PATCH" {
+                        "application/merge-patch+json".into()
+                    } else {
+                        "application/json".into()
+                    };
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Ok(error_response(&e)),
+        }
+        t.res = storage;
+    }
+    let view = view.map(|(v, _)| v);
+    let result = dispatch(&sh, &parts.method, verb, &t, &q, &content_type, body, view);
+    let mut response = result.unwrap_or_else(|e| error_response(&e));
+    if let Some(v) = view
+        && verb != "WATCH"
+    {
+        let (head, b) = response.into_parts();
+        let bytes = b.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let out = eventsv1::translate_body(v, &bytes)
+            .map(Bytes::from)
+            .unwrap_or(bytes);
+        response = Response::from_parts(head, Full::new(out).boxed_unsync());
+    }
     tracing::trace!(
         verb,
         resource = plural,
@@ -277,6 +317,7 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dispatch(
     sh: &Arc<Shared>,
     method: &Method,
@@ -285,6 +326,7 @@ fn dispatch(
     q: &HashMap<String, String>,
     content_type: &str,
     body: Bytes,
+    view: Option<&'static eventsv1::View>,
 ) -> Result<Response<Body>, ApiError> {
     match t.sub.as_deref() {
         None => {}
@@ -301,7 +343,7 @@ fn dispatch(
     match verb {
         "GET" => get(sh, t),
         "LIST" => list(sh, t, q),
-        "WATCH" => watch::start(sh, t, q),
+        "WATCH" => watch::start(sh, t, q, view),
         "POST" if t.name.is_none() => create(sh, t, parse_body(t.def(), content_type, &body)?, w),
         "PUT" if t.name.is_some() => update(sh, t, parse_body(t.def(), content_type, &body)?, w),
         "PATCH" if t.name.is_some() => patch(sh, t, q, content_type, &body, w),

@@ -10,6 +10,7 @@
 mod bench;
 mod cli;
 mod discovery;
+mod eventsv1;
 mod faults;
 mod handler;
 mod object;

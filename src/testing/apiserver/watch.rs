@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use super::Shared;
+use super::eventsv1::View;
 use super::handler::{Body, Target};
 use super::resources::{NameRule, RESOURCES, ResourceDef};
 use super::selector::{FieldSelector, LabelSelector};
@@ -45,6 +46,8 @@ static LIST_OPTIONS: ResourceDef = ResourceDef {
 /// Which objects a watcher sees.
 struct Filter {
     namespace: Option<String>,
+    /// Stored form → served form, for views (events.k8s.io Events).
+    convert: Option<fn(&Value) -> Value>,
     labels: LabelSelector,
     fields: FieldSelector,
 }
@@ -65,6 +68,19 @@ impl Filter {
             && &ev.namespace != ns
         {
             return None;
+        }
+        if let Some(convert) = self.convert {
+            let now = self.matches(&ev.obj);
+            let before = ev.prev.as_deref().is_some_and(|p| self.matches(p));
+            let kind = match ev.kind {
+                EventType::Added if now => "ADDED",
+                EventType::Modified if now && before => "MODIFIED",
+                EventType::Modified if now => "ADDED",
+                EventType::Modified if before => "DELETED",
+                EventType::Deleted if before || now => "DELETED",
+                _ => return None,
+            };
+            return Some(watch_line(kind, &convert(&ev.obj)));
         }
         if self.trivial() {
             return Some(ev.line());
@@ -185,14 +201,17 @@ pub(crate) fn start(
     sh: &Arc<Shared>,
     t: &Target,
     q: &HashMap<String, String>,
+    view: Option<&'static View>,
 ) -> Result<Response<Body>, ApiError> {
-    let def = &RESOURCES[t.res];
+    let stored = &RESOURCES[t.res];
+    let def = view.map(|v| v.def).unwrap_or(stored);
     let filter = Filter {
         namespace: t.namespace.clone(),
+        convert: view.map(|v| v.to_view),
         labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
         fields: FieldSelector::parse(
             q.get("fieldSelector").map(String::as_str).unwrap_or(""),
-            def,
+            stored,
         )?,
     };
     let bookmarks_on = is_true(q.get("allowWatchBookmarks"));
@@ -287,7 +306,11 @@ pub(crate) fn start(
     };
     for obj in &sub.initial {
         if state.filter.matches(obj) {
-            state.pending.push_back(watch_line("ADDED", obj));
+            let line = match state.filter.convert {
+                Some(convert) => watch_line("ADDED", &convert(obj)),
+                None => watch_line("ADDED", obj),
+            };
+            state.pending.push_back(line);
         }
     }
     if send_initial == Some(true) {
