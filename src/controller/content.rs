@@ -59,7 +59,10 @@ pub struct ContentController<D> {
     classes: Cache<Lenient<VolumeSnapshotClass>>,
     events: EventRecorder,
     config: ReconcileConfig,
-    versions: Mutex<VersionStore<Arc<VolumeSnapshotContent>>>,
+    /// Versions seen per content. Only replies to the sidecar's own writes
+    /// keep the object; a sighting keeps just its version, so the store does
+    /// not hold a second, decoded copy of every cached content.
+    versions: Mutex<VersionStore<Option<Arc<VolumeSnapshotContent>>>>,
 }
 
 impl<D> std::fmt::Debug for ContentController<D> {
@@ -107,7 +110,9 @@ impl<D: SnapshotDriver> ContentController<D> {
         }
     }
 
-    fn versions(&self) -> std::sync::MutexGuard<'_, VersionStore<Arc<VolumeSnapshotContent>>> {
+    fn versions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, VersionStore<Option<Arc<VolumeSnapshotContent>>>> {
         self.versions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -128,9 +133,7 @@ impl<D: SnapshotDriver> ContentController<D> {
                 .resource_version
                 .clone()
                 .unwrap_or_default();
-            let _ = self
-                .versions()
-                .observe(content.name(), &rv, &Arc::new(content.clone()));
+            let _ = self.versions().observe(content.name(), &rv, &None);
         });
     }
 
@@ -200,17 +203,22 @@ impl<D: SnapshotDriver> ContentController<D> {
             .resource_version
             .clone()
             .unwrap_or_default();
-        let fresh = self
-            .versions()
-            .observe(name, &rv, &Arc::new(content.clone()));
+        let fresh = self.versions().observe(name, &rv, &None);
         let content = match fresh {
             Ok(Freshness::Current) => Arc::new(content.clone()),
-            Ok(Freshness::Stale(newer)) => {
+            Ok(Freshness::Stale(Some(newer))) => {
                 tracing::debug!(
                     content = name,
                     "Cache is behind the last write; using the written object"
                 );
                 newer
+            }
+            Ok(Freshness::Stale(None)) => {
+                tracing::debug!(
+                    content = name,
+                    "Skipping an older version than already seen"
+                );
+                return Outcome::Forget;
             }
             Err(e) => {
                 tracing::error!(content = name, error = %e, "Skipping content");
@@ -544,7 +552,7 @@ impl<D: SnapshotDriver> ContentController<D> {
     fn remember(&self, obj: &VolumeSnapshotContent) {
         let rv = obj.metadata.resource_version.clone().unwrap_or_default();
         self.versions()
-            .record_write(obj.name(), &rv, &Arc::new(obj.clone()));
+            .record_write(obj.name(), &rv, &Some(Arc::new(obj.clone())));
     }
 
     async fn secrets(&self, secret_ref: Option<&SecretRef>) -> Result<Secrets, SecretError> {

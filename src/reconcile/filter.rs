@@ -195,6 +195,10 @@ impl<T: Clone> VersionStore<T> {
                 return Ok(Freshness::Stale(stored.clone()));
             }
             if old == new {
+                // The same version: keep the caller's value (it may be
+                // lighter than a stored reply of the same version).
+                self.entries
+                    .insert(name.to_owned(), (rv.to_owned(), obj.clone()));
                 return Ok(Freshness::Current);
             }
         }
