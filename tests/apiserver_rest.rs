@@ -984,3 +984,106 @@ async fn events_k8s_io_is_a_view_of_core_events() {
     assert_eq!(r.code, 422);
     assert_eq!(r.body["details"]["causes"][0]["field"], "eventTime");
 }
+
+#[tokio::test]
+async fn dry_run_and_delete_collection() {
+    let s = server().await;
+    let r = s
+        .request(
+            "POST",
+            &format!("{VSC}?dryRun=All"),
+            JSON,
+            Some(&vsc("dry")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 201);
+    assert_eq!(
+        s.request("GET", &format!("{VSC}/dry"), None, None)
+            .await
+            .unwrap()
+            .code,
+        404,
+        "dry run stores nothing"
+    );
+
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut b = vsc(name);
+        b["metadata"]["labels"] = json!({"app": app});
+        s.request("POST", VSC, JSON, Some(&b)).await.unwrap();
+    }
+    let r = s
+        .request(
+            "DELETE",
+            &format!("{VSC}?labelSelector=app%3Dx"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 200);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+    let left = s.request("GET", VSC, None, None).await.unwrap().body;
+    let names: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["c"]);
+}
+
+#[tokio::test]
+async fn namespaced_custom_resources_live_under_their_namespace() {
+    let s = server().await;
+    let vs = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "snap"}, "spec": {"source": {"persistentVolumeClaimName": "pvc"}}});
+    let path = "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots";
+    let r = s.request("POST", path, JSON, Some(&vs)).await.unwrap();
+    assert_eq!(r.code, 201, "{}", r.body);
+    assert_eq!(r.body["metadata"]["namespace"], "default");
+    assert_eq!(
+        s.request("GET", &format!("{path}/snap"), None, None)
+            .await
+            .unwrap()
+            .code,
+        200
+    );
+    assert_eq!(
+        s.request(
+            "GET",
+            "/apis/snapshot.storage.k8s.io/v1/namespaces/kube-system/volumesnapshots/snap",
+            None,
+            None
+        )
+        .await
+        .unwrap()
+        .code,
+        404
+    );
+    let all = s
+        .request(
+            "GET",
+            "/apis/snapshot.storage.k8s.io/v1/volumesnapshots",
+            None,
+            None,
+        )
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(all["items"].as_array().unwrap().len(), 1);
+    let r = s
+        .request(
+            "POST",
+            VSC.replace("volumesnapshotcontents", "volumesnapshots")
+                .as_str(),
+            JSON,
+            Some(&vs),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.code, 405,
+        "namespaced resources are created in a namespace"
+    );
+}

@@ -340,6 +340,10 @@ fn dispatch(
         strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
     };
     let dry_run = w.dry_run;
+    // The all-namespaces path of a namespaced resource only lists and watches.
+    if t.def().namespaced && t.namespace.is_none() && !matches!(verb, "LIST" | "WATCH") {
+        return Err(ApiError::method_not_allowed());
+    }
     match verb {
         "GET" => get(sh, t),
         "LIST" => list(sh, t, q),
