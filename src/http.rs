@@ -34,8 +34,13 @@ use crate::metrics::{Registry, TEXT_CONTENT_TYPE};
 pub const LEADER_HEALTH_PATH: &str = "/healthz/leader-election";
 /// Path of the readiness check.
 pub const READY_PATH: &str = "/readyz";
+/// The readiness condition met once the controllers' watch caches have
+/// synced (never on a standby replica, which does not watch).
+pub const CACHES_SYNCED: &str = "watch caches synced";
 
 type Check = Box<dyn Fn() -> bool + Send + Sync>;
+/// A named condition of [`Readiness::require`] and whether it is met.
+type Flag = (String, Arc<AtomicBool>);
 
 /// What `/readyz` waits for: the driver's Probe and named checks (e.g. one
 /// per watch cache). Cheap to clone.
@@ -43,6 +48,7 @@ type Check = Box<dyn Fn() -> bool + Send + Sync>;
 pub struct Readiness {
     driver_ready: Arc<AtomicBool>,
     checks: Arc<Mutex<Vec<(String, Check)>>>,
+    flags: Arc<Mutex<Vec<Flag>>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -74,6 +80,32 @@ impl Readiness {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((name.into(), Box::new(check)));
+    }
+
+    /// Adds a condition named `name` that is unmet until
+    /// [`satisfy`](Self::satisfy) is called with the same name.
+    pub fn require(&self, name: impl Into<String>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let name = name.into();
+        self.flags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((name.clone(), flag.clone()));
+        self.add_check(name, move || flag.load(Ordering::SeqCst));
+    }
+
+    /// Marks the condition `name` of [`require`](Self::require) as met.
+    pub fn satisfy(&self, name: &str) {
+        for (n, flag) in self
+            .flags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            if n == name {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
     }
 
     /// `Ok` when ready, else the names of the unmet conditions.

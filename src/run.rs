@@ -200,6 +200,7 @@ async fn startup(
     );
     let registry = Registry::global().clone();
     let readiness = Readiness::new();
+    readiness.require(http::CACHES_SYNCED);
     let elector = leader_elector(&config, &clients, &driver_name)?;
     if config.http_server.is_some() {
         conn.metrics().set_driver_name(&driver_name);
@@ -513,7 +514,7 @@ pub async fn run_controllers(started: Arc<Started>, stop: CancellationToken) {
         format!("csi-snapshotter {}", started.driver_name),
     );
     let driver = Arc::new(started.driver.clone());
-    let content = content::run(
+    let content = content::start(
         Arc::clone(&driver),
         started.snapshot_client.clone(),
         started.core_client.clone(),
@@ -525,10 +526,13 @@ pub async fn run_controllers(started: Arc<Started>, stop: CancellationToken) {
             watch: watch.clone(),
         },
         Some(&metrics),
-        stop.clone(),
+        &stop,
     );
-    if started.group_snapshots {
-        let group = group::run(
+    let group = async {
+        if !started.group_snapshots {
+            return Some(None);
+        }
+        group::start(
             driver,
             started.snapshot_client.clone(),
             started.core_client.clone(),
@@ -540,12 +544,28 @@ pub async fn run_controllers(started: Arc<Started>, stop: CancellationToken) {
                 watch,
             },
             Some(&metrics),
-            stop,
-        );
-        tokio::join!(content, group);
-    } else {
-        content.await;
+            &stop,
+        )
+        .await
+        .map(Some)
+    };
+    let (content, group) = tokio::join!(content, group);
+    if let (Some(_), Some(_)) = (&content, &group) {
+        started.readiness.satisfy(http::CACHES_SYNCED);
+        stop.cancelled().await;
     }
+    // Stop taking keys and wait for the keys in flight, both queues at once.
+    let stop_content = async {
+        if let Some(c) = content {
+            c.shutdown().await;
+        }
+    };
+    let stop_group = async {
+        if let Some(Some(g)) = group {
+            g.shutdown().await;
+        }
+    };
+    tokio::join!(stop_content, stop_group);
 }
 
 /// The decision inputs from the flags and the driver name.

@@ -243,3 +243,24 @@ async fn go_style_listen_addresses_bind_every_interface() {
     let l = http::bind(":0").await.expect("bind :0");
     assert!(l.local_addr().unwrap().ip().is_unspecified());
 }
+
+#[tokio::test]
+async fn required_conditions_hold_readiness_until_satisfied() {
+    let readiness = Readiness::new();
+    readiness.set_driver_ready(true);
+    readiness.require(http::CACHES_SYNCED);
+    let config = HttpConfig {
+        metrics_path: "/metrics".into(),
+        leader_health: None,
+        readiness: readiness.clone(),
+    };
+    let (addr, stop) = serve(Registry::new(), config).await;
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains(http::CACHES_SYNCED), "{body}");
+    readiness.satisfy("something else");
+    assert_eq!(get(addr, "/readyz").await.0, 503);
+    readiness.satisfy(http::CACHES_SYNCED);
+    assert_eq!(get(addr, "/readyz").await, (200, "ok".to_string()));
+    stop.cancel();
+}

@@ -18,6 +18,7 @@ const MOCK: &str = "mock.csi.k8s.io";
 
 struct World {
     server: ApiServer,
+    http: std::net::SocketAddr,
     mock: MockDriver,
     child: Child,
     _dir: tempfile::TempDir,
@@ -33,6 +34,10 @@ async fn world(create_latency: Duration) -> World {
         .await
         .expect("mock driver");
     mock.set_latency("CreateSnapshot", create_latency);
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let child = tokio::process::Command::new(BIN)
         .arg(format!(
             "--kubeconfig={}",
@@ -40,6 +45,7 @@ async fn world(create_latency: Duration) -> World {
         ))
         .arg(format!("--csi-address={}", socket.display()))
         .arg("--feature-gates=CSIVolumeGroupSnapshot=false")
+        .arg(format!("--http-endpoint={http}"))
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -48,6 +54,7 @@ async fn world(create_latency: Duration) -> World {
         .expect("start the sidecar");
     World {
         server,
+        http,
         mock,
         child,
         _dir: dir,
@@ -178,4 +185,50 @@ async fn a_second_signal_exits_1_at_once() {
         .expect("the second signal ends the process")
         .unwrap();
     assert_eq!(status.code(), Some(1));
+}
+
+/// `GET /readyz` status, or 0 while nothing listens yet.
+async fn readyz(addr: std::net::SocketAddr) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let _ = s
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_binary_is_ready_once_the_driver_answered_and_the_caches_synced() {
+    let mut w = world(Duration::ZERO).await;
+    let mut seen = 0;
+    for _ in 0..300 {
+        seen = readyz(w.http).await;
+        if seen == 200 {
+            break;
+        }
+        assert!(seen == 0 || seen == 503, "unexpected /readyz status {seen}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 200);
+    // Ready means working: a new content is created.
+    create_content(&w.server, "after-ready").await;
+    assert!(
+        w.mock
+            .wait_for_calls("CreateSnapshot", 1, Duration::from_secs(30))
+            .await
+    );
+    signal(&w.child, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), w.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }
