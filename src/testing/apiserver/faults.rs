@@ -41,7 +41,7 @@ fn matches(pattern: &str, value: &str) -> bool {
 /// Faults to inject into the embedded API server's answers. Obtained from
 /// [`super::ApiServer::faults`]; every method takes effect at once.
 ///
-/// Patterns: a verb as in [`normalize_verb`], a resource plural, a
+/// Patterns: a verb (`GET`, `LIST`, `WATCH`, `POST`, `PUT`, `PATCH`, `DELETE`, or a Kubernetes verb such as `create`), a resource plural, a
 /// subresource (`""` = the main resource, `"status"`); `"*"` matches
 /// anything.
 #[derive(Debug)]

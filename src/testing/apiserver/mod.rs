@@ -5,7 +5,23 @@
 //! for versions, conflicts, the status subresource, patches, finalizers,
 //! selectors, pagination, watches and error bodies. See
 //! [`ApiServer::start`]; the `csi-snapshotter embedded-apiserver` command
-//! ([`cli_main`]) runs it on its own.
+//! ([`cli_main`]) runs it on its own; `csi-snapshotter embedded-apiserver
+//! --bench` runs [`run_bench`].
+//!
+//! Known differences from kube-apiserver (none of them reachable by the
+//! sidecar's own requests):
+//! - no authentication or authorization; every request is allowed;
+//! - request bodies may be JSON, YAML, or protobuf for Secret and
+//!   Namespace (what kubectl's generators send); answers are always JSON,
+//!   and `kubectl get` falls back to NAME/AGE columns (no server-side Table);
+//! - server-side apply is applied as a merge patch (creating the object if
+//!   missing); no `managedFields` are synthesized;
+//! - no garbage collector: `ownerReferences` and propagation policies are
+//!   stored but do not cascade; deleting a namespace removes it at once;
+//! - only `v1` of `groupsnapshot.storage.k8s.io` is served;
+//! - later pages of a paginated list show the newest state of the
+//!   remaining objects (each page reports the first page's version);
+//! - a watch from a version newer than the server's does not wait for it.
 
 mod bench;
 mod cli;
