@@ -381,6 +381,9 @@ where
             st.queue.push_back(key);
         }
         let idle = st.processing.is_empty();
+        if idle && st.queue.is_empty() {
+            shrink_when_drained(&mut st);
+        }
         drop(st);
         if requeued {
             self.inner.wake.notify_one();
@@ -475,6 +478,26 @@ fn insert<K: Clone + Eq + Hash>(st: &mut State<K>, key: K, now: Instant) -> bool
     }
     st.queue.push_back(key);
     true
+}
+
+/// Capacity below which the drained queue's tables are left as they are.
+const SHRINK_ABOVE: usize = 1024;
+
+/// After a burst (the initial list of 10,000 objects) the tables keep their
+/// peak capacity; give it back once nothing waits or runs.
+fn shrink_when_drained<K: Eq + Hash>(st: &mut State<K>) {
+    if st.queue.capacity() > SHRINK_ABOVE {
+        st.queue.shrink_to_fit();
+    }
+    if st.dirty.capacity() > SHRINK_ABOVE {
+        st.dirty.shrink_to_fit();
+    }
+    if st.processing.capacity() > SHRINK_ABOVE {
+        st.processing.shrink_to_fit();
+    }
+    if st.added_at.capacity() > SHRINK_ABOVE {
+        st.added_at.shrink_to_fit();
+    }
 }
 
 /// Moves delayed keys whose time has come into the queue.
