@@ -1087,3 +1087,29 @@ async fn namespaced_custom_resources_live_under_their_namespace() {
         "namespaced resources are created in a namespace"
     );
 }
+
+#[tokio::test]
+async fn delay_fault_holds_matching_responses() {
+    let s = server().await;
+    create(&s, "slow").await;
+    s.faults()
+        .delay_matching("GET", "volumesnapshotcontents", Duration::from_secs(60));
+    let held = tokio::time::timeout(
+        Duration::from_secs(1),
+        s.request("GET", &format!("{VSC}/slow"), None, None),
+    )
+    .await;
+    assert!(held.is_err(), "a delayed GET is still pending");
+    // Other verbs are not delayed.
+    let list =
+        tokio::time::timeout(Duration::from_secs(30), s.request("GET", VSC, None, None)).await;
+    assert_eq!(list.unwrap().unwrap().code, 200);
+    s.faults()
+        .delay_matching("GET", "volumesnapshotcontents", Duration::ZERO);
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        s.request("GET", &format!("{VSC}/slow"), None, None),
+    )
+    .await;
+    assert_eq!(r.unwrap().unwrap().code, 200);
+}
