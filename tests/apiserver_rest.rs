@@ -1113,3 +1113,63 @@ async fn delay_fault_holds_matching_responses() {
     .await;
     assert_eq!(r.unwrap().unwrap().code, 200);
 }
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_content_and_waits_for_finalizers() {
+    let s = server().await;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}});
+    s.request("POST", "/api/v1/namespaces", JSON, Some(&ns))
+        .await
+        .unwrap();
+    let secrets = "/api/v1/namespaces/team/secrets";
+    let plain = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "plain"}});
+    let held = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "held", "finalizers": ["example.com/hold"]}});
+    s.request("POST", secrets, JSON, Some(&plain))
+        .await
+        .unwrap();
+    s.request("POST", secrets, JSON, Some(&held)).await.unwrap();
+
+    let r = s
+        .request("DELETE", "/api/v1/namespaces/team", None, None)
+        .await
+        .unwrap();
+    assert_eq!(r.code, 200);
+    assert_eq!(r.body["status"]["phase"], "Terminating");
+    assert_eq!(
+        s.request("GET", &format!("{secrets}/plain"), None, None)
+            .await
+            .unwrap()
+            .code,
+        404
+    );
+    let r = s
+        .request(
+            "POST",
+            secrets,
+            JSON,
+            Some(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "new"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 403);
+    assert_eq!(r.body["reason"], "Forbidden");
+
+    let r = s
+        .request(
+            "PATCH",
+            &format!("{secrets}/held"),
+            MERGE,
+            Some(&json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, 200);
+    assert_eq!(
+        s.request("GET", "/api/v1/namespaces/team", None, None)
+            .await
+            .unwrap()
+            .code,
+        404,
+        "the namespace goes with its last object"
+    );
+}

@@ -562,18 +562,106 @@ fn list(sh: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Response
     Ok(bytes_response(200, Bytes::from(out)))
 }
 
-fn check_namespace_exists(sh: &Shared, def: &ResourceDef, ns: &str) -> Result<(), ApiError> {
+fn check_namespace_exists(
+    sh: &Shared,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+) -> Result<(), ApiError> {
     if !def.namespaced {
         return Ok(());
     }
-    let exists = sh
+    let entry = sh
         .lock()
-        .get(namespaces(), &(String::new(), ns.to_string()))
-        .is_some();
-    if exists {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(&RESOURCES[namespaces()], ns))
+        .get(namespaces(), &(String::new(), ns.to_string()));
+    match entry {
+        None => Err(ApiError::not_found(&RESOURCES[namespaces()], ns)),
+        Some(e) if !meta_str(&e.obj, "deletionTimestamp").is_empty() => Err(ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message: format!(
+                "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                def.qualified()
+            ),
+            details: Some(json!({
+                "name": name,
+                "kind": def.plural,
+                "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]
+            })),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+fn is_namespace(def: &ResourceDef) -> bool {
+    def.group.is_empty() && def.plural == "namespaces"
+}
+
+/// Deletes everything in namespace `ns` (what the namespace controller
+/// does); returns whether objects remain (held by finalizers).
+fn empty_namespace(sh: &Shared, ns: &str) -> Result<bool, ApiError> {
+    let opts = DeleteOptions {
+        uid: None,
+        rv: None,
+    };
+    let mut remaining = false;
+    for (res, def) in RESOURCES.iter().enumerate().filter(|(_, d)| d.namespaced) {
+        let keys: Vec<Key> = {
+            let store = sh.lock();
+            store.tables[res]
+                .objects
+                .range::<Key, _>((
+                    std::ops::Bound::Included((ns.to_string(), String::new())),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(k, _)| k.0 == ns)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let t = Target {
+            res,
+            namespace: Some(ns.to_string()),
+            name: None,
+            sub: None,
+        };
+        for k in keys {
+            match delete_one(sh, &t, def, &k, &opts, false) {
+                Ok((_, gone)) => remaining |= !gone,
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(remaining)
+}
+
+/// Removes a terminating namespace once its last object is gone.
+fn finish_namespace(sh: &Shared, ns: &str) {
+    let key = (String::new(), ns.to_string());
+    let mut store = sh.lock();
+    let Some(entry) = store.get(namespaces(), &key) else {
+        return;
+    };
+    if meta_str(&entry.obj, "deletionTimestamp").is_empty() || !finalizers(&entry.obj).is_empty() {
+        return;
+    }
+    let empty = RESOURCES
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.namespaced)
+        .all(|(res, _)| {
+            store.tables[res]
+                .objects
+                .range::<Key, _>((
+                    std::ops::Bound::Included((ns.to_string(), String::new())),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .is_none_or(|(k, _)| k.0 != ns)
+        });
+    if empty {
+        // A concurrent change just retries on the next removal.
+        let _ = store.remove(namespaces(), &key, (*entry.obj).clone(), entry.rv);
     }
 }
 
@@ -636,7 +724,7 @@ fn create_object(
         ));
     }
     let ns = meta_str(&obj, "namespace").to_string();
-    check_namespace_exists(sh, def, &ns)?;
+    check_namespace_exists(sh, def, &ns, &explicit)?;
     let res = find(def.group, def.version, def.plural).unwrap_or_default();
     let uid = uuid::Uuid::new_v4().to_string();
     if explicit.is_empty() {
@@ -746,12 +834,17 @@ fn commit_update(
     if w.dry_run {
         return Ok(Some(json_response(200, &new)));
     }
+    let key_ns = key.0.clone();
     let mut store = sh.lock();
     let result = if deleting {
         store.remove(t.res, &key, new, base)
     } else {
         store.put(t.res, key, new, Some(base))
     };
+    drop(store);
+    if deleting && result.is_ok() && def.namespaced {
+        finish_namespace(sh, &key_ns);
+    }
     match result {
         Ok(obj) => Ok(Some(json_response(200, &obj))),
         Err(Retry) => Ok(None),
@@ -949,13 +1042,22 @@ fn delete_one(
                 ),
             ));
         }
-        let has_finalizers = !finalizers(&cur.obj).is_empty();
+        let mut has_finalizers = !finalizers(&cur.obj).is_empty();
         if has_finalizers && !meta_str(&cur.obj, "deletionTimestamp").is_empty() {
             return Ok(((*cur.obj).clone(), false));
+        }
+        if is_namespace(def) && !meta_str(&cur.obj, "deletionTimestamp").is_empty() {
+            return Ok(((*cur.obj).clone(), false));
+        }
+        if is_namespace(def) && !dry_run {
+            has_finalizers |= empty_namespace(sh, &name)?;
         }
         let mut store = sh.lock();
         if has_finalizers {
             let mut obj = (*cur.obj).clone();
+            if is_namespace(def) {
+                obj["status"] = json!({"phase": "Terminating"});
+            }
             let meta = meta_mut(&mut obj);
             meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
@@ -976,7 +1078,13 @@ fn delete_one(
             return Ok(((*cur.obj).clone(), true));
         }
         match store.remove(t.res, key, (*cur.obj).clone(), cur.rv) {
-            Ok(o) => return Ok(((*o).clone(), true)),
+            Ok(o) => {
+                drop(store);
+                if def.namespaced {
+                    finish_namespace(sh, &key.0);
+                }
+                return Ok(((*o).clone(), true));
+            }
             Err(Retry) => continue,
         }
     }

@@ -17,7 +17,9 @@
 //! - server-side apply is applied as a merge patch (creating the object if
 //!   missing); no `managedFields` are synthesized;
 //! - no garbage collector: `ownerReferences` and propagation policies are
-//!   stored but do not cascade; deleting a namespace removes it at once;
+//!   stored but do not cascade; deleting a namespace deletes its content at
+//!   once (the namespace controller's job) and the namespace goes with its
+//!   last object;
 //! - only `v1` of `groupsnapshot.storage.k8s.io` is served;
 //! - later pages of a paginated list show the newest state of the
 //!   remaining objects (each page reports the first page's version);
