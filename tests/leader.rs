@@ -134,9 +134,10 @@ async fn exactly_one_leads_and_the_other_takes_over_after_a_crash() {
         follower.leading.load(Ordering::SeqCst)
     })
     .await;
-    // Lease duration, plus at most one retry period with 1.2 jitter to notice.
+    // Lease duration, plus at most one retry period with 1.2 jitter to notice,
+    // plus slack for a loaded machine.
     assert!(
-        took <= Duration::from_millis(2000 + 300 * 22 / 10 + 700),
+        took <= Duration::from_millis(2000 + 300 * 22 / 10 + 1500),
         "takeover took {took:?}"
     );
     monitor.abort();

@@ -228,9 +228,10 @@ async fn one_replica_reconciles_and_the_other_takes_over_after_a_crash() {
         survivor.is_leading()
     })
     .await;
-    // Within the lease duration plus one jittered retry period to notice.
+    // Within the lease duration plus one jittered retry period to notice,
+    // plus slack for a loaded machine.
     assert!(
-        took <= LEASE + RETRY.mul_f64(2.2) + Duration::from_millis(700),
+        took <= LEASE + RETRY.mul_f64(2.2) + Duration::from_millis(1500),
         "takeover took {took:?}"
     );
 
