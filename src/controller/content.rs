@@ -141,6 +141,12 @@ impl<D: SnapshotDriver> ContentController<D> {
         &self.config.driver_name
     }
 
+    /// The VSC cache the workers read (for inspection: tests wait on it to
+    /// know which watch events the controller has seen).
+    pub fn contents(&self) -> &Cache<Lenient<VolumeSnapshotContent>> {
+        &self.contents
+    }
+
     /// The cached class the content names. A class that does not decode
     /// counts as missing (logged), so the content reports a class error.
     fn class_of(&self, content: &VolumeSnapshotContent) -> Option<Arc<VolumeSnapshotClass>> {
@@ -365,10 +371,15 @@ impl<D: SnapshotDriver> ContentController<D> {
             "Snapshot created"
         );
         match self
-            .record_observation(name, &SnapshotObservation::from_create(&info))
+            .record_observation(&current, &SnapshotObservation::from_create(&info))
             .await
         {
             Ok(obj) => current = obj,
+            // The object kept changing under us: no error status is written
+            // over a copy known to be stale. The being-created annotation
+            // stays, so the next pass repeats the (idempotent) create and
+            // records the handle; a delete cannot overtake it.
+            Err(e) if e.is_conflict() => return self.write_failed(name, &e),
             Err(e) => {
                 let inner = messages::status_update_error(name, e);
                 return self
@@ -428,9 +439,10 @@ impl<D: SnapshotDriver> ContentController<D> {
                     .await;
             }
         };
-        match self.record_observation(name, &observed).await {
+        match self.record_observation(content, &observed).await {
             Ok(updated) if requeue_after_success(&updated) => Outcome::Requeue,
             Ok(_) => Outcome::Forget,
+            Err(e) if e.is_conflict() => self.write_failed(name, &e),
             Err(e) => {
                 let failure = poll_failure(content, &plan, messages::status_update_error(name, e));
                 self.fail(content, &failure).await
@@ -469,7 +481,7 @@ impl<D: SnapshotDriver> ContentController<D> {
                 handle = del.snapshot_id.as_str(),
                 "Snapshot deleted"
             );
-            match self.clear_status(name).await {
+            match self.clear_status(content).await {
                 Ok(Some(updated)) => {
                     finalizer_patch =
                         patch::remove_finalizer(&updated.metadata, keys::FINALIZER_VSC);
@@ -493,39 +505,78 @@ impl<D: SnapshotDriver> ContentController<D> {
         Outcome::Forget
     }
 
-    /// GETs the content and PUTs its status without the snapshot fields.
-    /// `Ok(None)`: the object is gone.
-    async fn clear_status(&self, name: &str) -> Result<Option<VolumeSnapshotContent>, WriteError> {
-        let mut fresh = match self.api.get_opt(name).await {
-            Ok(Some(obj)) => obj,
-            Ok(None) => return Ok(None),
-            Err(e) => return Err(WriteError::from_kube("VolumeSnapshotContent", name, e)),
+    /// Writes the status of `base` without the snapshot fields (spec C.7
+    /// step 1.3). `Ok(None)`: the object is gone.
+    async fn clear_status(
+        &self,
+        base: &VolumeSnapshotContent,
+    ) -> Result<Option<VolumeSnapshotContent>, WriteError> {
+        let clear = |obj: &VolumeSnapshotContent| {
+            let status = obj.status.as_ref()?;
+            let cleared = snapshot_status_after_delete(status);
+            (cleared != *status).then(|| patch::set_status(&cleared))
         };
-        let Some(status) = fresh.status.as_ref() else {
-            return Ok(Some(fresh));
-        };
-        fresh.status = Some(snapshot_status_after_delete(status));
-        let updated = write::replace_status(&self.api, &fresh).await?;
-        self.remember(&updated);
-        Ok(Some(updated))
+        match self.write_status(base, &clear).await {
+            Ok(obj) => Ok(Some(obj)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// GETs the content, merges `obs` into its status and writes it if it
+    /// Merges `obs` into the status of `base` (spec C.6) and writes it if it
     /// changed; returns the latest object.
     async fn record_observation(
         &self,
-        name: &str,
+        base: &VolumeSnapshotContent,
         obs: &SnapshotObservation,
     ) -> Result<VolumeSnapshotContent, WriteError> {
+        let now = Timestamp::now();
+        let merge = |obj: &VolumeSnapshotContent| {
+            merge_snapshot_status(obj.status.as_ref(), obs, now).map(|s| patch::set_status(&s))
+        };
+        self.write_status(base, &merge).await
+    }
+
+    /// Writes the status patch `next` computes from `base` (`None`: nothing
+    /// to change, no request) and returns the updated object.
+    ///
+    /// Upstream GETs the object before every status merge and before the
+    /// status clear, so that the write-once fields (handle, creation time,
+    /// size, group handle) and the error are merged into the live status.
+    /// Here `base` is the freshest copy the sync has: the reply to its own
+    /// previous write, else the cached object or the version store's reply,
+    /// whichever is newer. Since the sidecar is the only writer of a VSC
+    /// status, that copy normally is the live state. The patch is made
+    /// conditional on `base`'s resourceVersion ([`patch::at_version`]), so a
+    /// status merged from an older copy can never land: on `409 Conflict`
+    /// the object is read once and the patch rebuilt from it (the one GET
+    /// left, only when someone else changed the object meanwhile); a second
+    /// conflict is returned and the key is retried.
+    async fn write_status(
+        &self,
+        base: &VolumeSnapshotContent,
+        next: &StatusPatchFn<'_>,
+    ) -> Result<VolumeSnapshotContent, WriteError> {
+        let name = base.name();
+        let Some(doc) = next(base) else {
+            return Ok(base.clone());
+        };
+        match self.patch_status(name, &guarded(base, doc)).await {
+            Err(e) if e.is_conflict() => {
+                tracing::debug!(content = name, error = %e, "Status write conflict; reading the object");
+            }
+            other => return other,
+        }
         let fresh = self
             .api
             .get(name)
             .await
             .map_err(|e| WriteError::from_kube("VolumeSnapshotContent", name, e))?;
-        match merge_snapshot_status(fresh.status.as_ref(), obs, Timestamp::now()) {
-            Some(status) => self.patch_status(name, &patch::set_status(&status)).await,
-            None => Ok(fresh),
-        }
+        self.remember(&fresh);
+        let Some(doc) = next(&fresh) else {
+            return Ok(fresh);
+        };
+        self.patch_status(name, &guarded(&fresh, doc)).await
     }
 
     async fn patch_main(
@@ -558,6 +609,21 @@ impl<D: SnapshotDriver> ContentController<D> {
     async fn secrets(&self, secret_ref: Option<&SecretRef>) -> Result<Secrets, SecretError> {
         fetch_secrets(&self.core_client, secret_ref).await
     }
+}
+
+/// Computes the status patch for an object; `None` when its status needs no
+/// change.
+type StatusPatchFn<'a> = dyn Fn(&VolumeSnapshotContent) -> Option<JsonPatch> + Send + Sync + 'a;
+
+/// `doc`, applied only while the object is at `base`'s resourceVersion.
+fn guarded(base: &VolumeSnapshotContent, doc: JsonPatch) -> JsonPatch {
+    patch::at_version(
+        base.metadata
+            .resource_version
+            .as_deref()
+            .unwrap_or_default(),
+        doc,
+    )
 }
 
 /// A successful reply without a snapshot ID cannot be recorded; treat it as a

@@ -157,6 +157,12 @@ impl<D: SnapshotDriver> GroupController<D> {
         });
     }
 
+    /// The VGSC cache the workers read (for inspection: tests wait on it to
+    /// know which watch events the controller has seen).
+    pub fn contents(&self) -> &ContentCache {
+        &self.contents
+    }
+
     /// Whether the version store holds an entry for `name` (spec H.39).
     pub fn is_tracked(&self, name: &str) -> bool {
         self.versions().contains(name)

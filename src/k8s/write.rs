@@ -26,8 +26,8 @@ pub enum WriteError {
         /// The server's message.
         message: String,
     },
-    /// The object changed since it was read (only possible for the PUT,
-    /// which carries a resourceVersion).
+    /// The object changed since it was read (only possible for a write
+    /// that carries a resourceVersion: the PUT, or a patch that sets one).
     #[error("conflict writing {kind} {name:?}: {message}")]
     Conflict {
         /// Kind of the object.

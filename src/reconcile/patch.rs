@@ -114,6 +114,28 @@ pub fn set_status<S: Serialize>(status: &S) -> JsonPatch {
     }])
 }
 
+/// `patch`, applied only if the object is still at resourceVersion `rv`.
+///
+/// The first operation sets `/metadata/resourceVersion` to `rv`. The API
+/// server treats a resourceVersion in the patched object as an optimistic
+/// lock: when the stored object has moved on, the patch is refused with
+/// `409 Conflict` (a distinct answer, unlike a failed `test`, which is a
+/// generic `422` the caller could not tell from a schema error). When the
+/// versions match, the operation changes nothing. With an empty `rv` there
+/// is nothing to guard with and `patch` is returned as it is.
+pub fn at_version(rv: &str, patch: JsonPatch) -> JsonPatch {
+    if rv.is_empty() {
+        return patch;
+    }
+    let mut ops = Vec::with_capacity(patch.0.len() + 1);
+    ops.push(PatchOp::Add {
+        path: "/metadata/resourceVersion".into(),
+        value: json!(rv),
+    });
+    ops.extend(patch.0);
+    JsonPatch(ops)
+}
+
 /// Removes every occurrence of `value` from a list (H.23); an empty result is
 /// `None` so it serializes as absent.
 pub fn remove_string(list: Option<&[String]>, value: &str) -> Option<Vec<String>> {
@@ -192,6 +214,18 @@ mod tests {
                    {"op": "test", "path": "/metadata/finalizers/0", "value": "f"},
                    {"op": "remove", "path": "/metadata/finalizers/0"}])
         );
+    }
+
+    #[test]
+    fn at_version_puts_the_version_lock_first() {
+        let guarded = at_version("42", set_status(&json!({"readyToUse": true})));
+        assert_eq!(
+            guarded.to_value(),
+            json!([{"op": "add", "path": "/metadata/resourceVersion", "value": "42"},
+                   {"op": "add", "path": "/status", "value": {"readyToUse": true}}])
+        );
+        let unguarded = set_status(&json!({}));
+        assert_eq!(at_version("", unguarded.clone()), unguarded);
     }
 
     #[test]
