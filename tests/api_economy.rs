@@ -335,6 +335,11 @@ async fn content_create_and_delete_make_three_and_two_writes_and_one_csi_call_ea
         assert!(status.error.is_none());
     }
     assert_eq!(w.mock.snapshots().len(), N as usize);
+    assert_eq!(
+        running.controller.written_objects_held(),
+        0,
+        "nothing pending: only versions are kept"
+    );
 
     // Delete them as the snapshot-controller would.
     let before = w.counts(&resources);

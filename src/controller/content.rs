@@ -30,7 +30,7 @@ use crate::csi::error::CsiError;
 use crate::k8s::event::EventRecorder;
 use crate::k8s::keys;
 use crate::k8s::types::{Lenient, VolumeSnapshotClass, VolumeSnapshotContent};
-use crate::k8s::watch::{Cache, Informer, Notification, WatchOptions};
+use crate::k8s::watch::{Cache, Informer, Notification, WatchOptions, make_lean};
 use crate::k8s::write::{self, WriteError};
 use crate::reconcile::ReconcileConfig;
 use crate::reconcile::content::{
@@ -147,6 +147,13 @@ impl<D: SnapshotDriver> ContentController<D> {
         &self.contents
     }
 
+    /// How many contents the version store holds a whole written object
+    /// for (the others only a version): those with work still pending
+    /// after the sidecar's own writes.
+    pub fn written_objects_held(&self) -> usize {
+        self.versions().values().filter(|v| v.is_some()).count()
+    }
+
     /// The cached class the content names. A class that does not decode
     /// counts as missing (logged), so the content reports a class error.
     fn class_of(&self, content: &VolumeSnapshotContent) -> Option<Arc<VolumeSnapshotClass>> {
@@ -243,7 +250,15 @@ impl<D: SnapshotDriver> ContentController<D> {
             &self.config,
         );
         tracing::debug!(content = name, step = step_name(&step), "Syncing content");
-        self.execute(&content, step).await
+        let outcome = self.execute(&content, step).await;
+        if outcome == Outcome::Forget {
+            // Nothing is pending, so no later pass needs the object the last
+            // write returned: keep only its version (older events are still
+            // skipped). Otherwise every content this sidecar created would
+            // hold a second, decoded copy here for as long as it exists.
+            self.versions().set_value(name, None);
+        }
+        outcome
     }
 
     async fn execute(&self, content: &VolumeSnapshotContent, step: Step) -> Outcome {
@@ -602,8 +617,10 @@ impl<D: SnapshotDriver> ContentController<D> {
     /// Stores the server's reply to one of our writes (spec C.1 step 3).
     fn remember(&self, obj: &VolumeSnapshotContent) {
         let rv = obj.metadata.resource_version.clone().unwrap_or_default();
+        let mut kept = obj.clone();
+        make_lean(&mut kept);
         self.versions()
-            .record_write(obj.name(), &rv, &Some(Arc::new(obj.clone())));
+            .record_write(obj.name(), &rv, &Some(Arc::new(kept)));
     }
 
     async fn secrets(&self, secret_ref: Option<&SecretRef>) -> Result<Secrets, SecretError> {

@@ -213,6 +213,19 @@ impl<T: Clone> VersionStore<T> {
             .insert(name.to_owned(), (rv.to_owned(), obj.clone()));
     }
 
+    /// Replaces the value stored for `name`, keeping its version (no-op
+    /// when `name` has no entry).
+    pub fn set_value(&mut self, name: &str, obj: T) {
+        if let Some((_, stored)) = self.entries.get_mut(name) {
+            *stored = obj;
+        }
+    }
+
+    /// The stored values, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.values().map(|(_, v)| v)
+    }
+
     /// Forgets an object that left the cache.
     pub fn remove(&mut self, name: &str) -> Option<T> {
         self.entries.remove(name).map(|(_, o)| o)
@@ -571,5 +584,16 @@ mod tests {
         assert_eq!(s.remove("a"), Some(9));
         assert!(!s.contains("a"));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn set_value_keeps_the_version() {
+        let mut s = VersionStore::<Option<u32>>::new();
+        s.record_write("a", "9", &Some(9));
+        s.set_value("a", None);
+        assert_eq!(s.observe("a", "6", &Some(6)), Ok(Freshness::Stale(None)));
+        assert_eq!(s.values().collect::<Vec<_>>(), [&None]);
+        s.set_value("b", Some(1));
+        assert!(!s.contains("b"));
     }
 }
