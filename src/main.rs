@@ -13,10 +13,13 @@ type SubcommandMain = fn(Vec<String>) -> i32;
 /// Test-peer subcommands (`csi-snapshotter <name> …`), built only with the
 /// `testing` feature. Add a row per subcommand.
 #[cfg(feature = "testing")]
-const SUBCOMMANDS: &[(&str, SubcommandMain)] = &[(
-    "embedded-apiserver",
-    csi_snapshotter::testing::apiserver::cli_main,
-)];
+const SUBCOMMANDS: &[(&str, SubcommandMain)] = &[
+    (
+        "embedded-apiserver",
+        csi_snapshotter::testing::apiserver::cli_main,
+    ),
+    ("demo", csi_snapshotter::testing::demo::cli_main),
+];
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

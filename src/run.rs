@@ -170,9 +170,16 @@ impl std::fmt::Debug for Started {
 
 /// Runs the sidecar; returns the process exit status.
 pub async fn run(config: Config) -> i32 {
+    run_until(config, CancellationToken::new()).await
+}
+
+/// [`run`] for a sidecar embedded in a larger process: cancelling
+/// `shutdown` has the same effect as the first SIGTERM (stop taking keys,
+/// finish the keys in flight, exit status 0).
+pub async fn run_until(config: Config, shutdown: CancellationToken) -> i32 {
     let stop_http = CancellationToken::new();
     let result = match startup(config, stop_http.clone()).await {
-        Ok((started, elector)) => serve(Arc::new(started), elector).await,
+        Ok((started, elector)) => serve(Arc::new(started), elector, shutdown).await,
         Err(failure) => {
             tracing::error!(error = %failure, "Startup failed");
             failure.exit_code()
@@ -419,9 +426,13 @@ async fn probe_group_crds(client: &kube::Client, timeout: Duration) -> Result<()
 }
 
 /// Step 14 onwards: the controllers, directly or under leader election,
-/// until a signal or lost leadership. Returns the exit status.
-async fn serve(started: Arc<Started>, elector: Option<LeaderElector>) -> i32 {
-    let shutdown_token = CancellationToken::new();
+/// until a signal, `shutdown_token` or lost leadership. Returns the exit
+/// status.
+async fn serve(
+    started: Arc<Started>,
+    elector: Option<LeaderElector>,
+    shutdown_token: CancellationToken,
+) -> i32 {
     if let Err(e) = shutdown::spawn_signal_handler(shutdown_token.clone()) {
         let failure = StartupFailure::Signals(e);
         tracing::error!(error = %failure, "Startup failed");

@@ -2,5 +2,6 @@
 //! Built only with the `testing` feature (on by default, off in the image).
 
 pub mod apiserver;
+pub mod demo;
 pub mod groups;
 pub mod mock_driver;
