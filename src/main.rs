@@ -18,6 +18,7 @@ const SUBCOMMANDS: &[(&str, SubcommandMain)] = &[
         "embedded-apiserver",
         csi_snapshotter::testing::apiserver::cli_main,
     ),
+    ("bench", csi_snapshotter::testing::bench::cli_main),
     ("demo", csi_snapshotter::testing::demo::cli_main),
 ];
 

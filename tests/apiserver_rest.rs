@@ -12,6 +12,7 @@ const JSON: Option<&str> = Some("application/json");
 const JSON_PATCH: Option<&str> = Some("application/json-patch+json");
 const MERGE: Option<&str> = Some("application/merge-patch+json");
 const WAIT: Duration = Duration::from_secs(5);
+const VSC_PLURAL: &str = "volumesnapshotcontents";
 
 async fn server() -> ApiServer {
     ApiServer::start(ApiServerOptions::default()).await.unwrap()
@@ -1172,4 +1173,65 @@ async fn deleting_a_namespace_deletes_its_content_and_waits_for_finalizers() {
         404,
         "the namespace goes with its last object"
     );
+}
+
+#[tokio::test]
+async fn local_requests_are_served_like_http_but_not_counted() {
+    let s = server().await;
+    let mut w = s
+        .watch_raw(&format!("{VSC}?watch=true&resourceVersion=0"))
+        .await
+        .unwrap();
+    let created = s
+        .local_request("POST", VSC, None, Some(&vsc("local")))
+        .await
+        .unwrap();
+    assert_eq!(created.code, 201, "{}", created.body);
+    let patched = s
+        .local_request(
+            "PATCH",
+            &format!("{VSC}/local/status"),
+            MERGE,
+            Some(&json!({"status": {"readyToUse": false}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.code, 200, "{}", patched.body);
+    assert_eq!(patched.body["status"]["readyToUse"], false);
+    let dup = s
+        .local_request("POST", VSC, None, Some(&vsc("local")))
+        .await
+        .unwrap();
+    assert_eq!(dup.code, 409);
+    assert_eq!(dup.body["reason"], "AlreadyExists");
+    let watch = s
+        .local_request("GET", &format!("{VSC}?watch=true"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(watch.code, 405);
+
+    // Watchers see the local writes.
+    let ev = w
+        .next_matching(WAIT, |e| e["type"] == "ADDED")
+        .await
+        .unwrap();
+    assert_eq!(ev.unwrap()["object"]["metadata"]["name"], "local");
+    // Only the HTTP watch was counted.
+    assert_eq!(s.request_count("*", VSC_PLURAL), 1);
+    let counts = s.request_counts();
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(
+        (
+            counts[0].verb.as_str(),
+            counts[0].resource.as_str(),
+            counts[0].count
+        ),
+        ("WATCH", VSC_PLURAL, 1)
+    );
+    let got = s
+        .request("GET", &format!("{VSC}/local"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(got.body["status"]["readyToUse"], false);
+    assert_eq!(s.request_count("GET", VSC_PLURAL), 1);
 }

@@ -2,6 +2,7 @@
 //! Built only with the `testing` feature (on by default, off in the image).
 
 pub mod apiserver;
+pub mod bench;
 pub mod demo;
 pub mod groups;
 pub mod mock_driver;

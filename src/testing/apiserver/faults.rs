@@ -172,6 +172,19 @@ impl Faults {
     }
 }
 
+/// One request counter: requests served for (verb, resource, subresource).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct RequestCount {
+    /// `GET`, `LIST`, `WATCH`, `POST`, `PUT`, `PATCH`, `DELETE`.
+    pub verb: String,
+    /// Resource plural (`discovery` for discovery documents).
+    pub resource: String,
+    /// Subresource (`status`), or empty for the resource itself.
+    pub subresource: String,
+    /// Requests served.
+    pub count: u64,
+}
+
 /// Request counters by (verb, resource, subresource).
 #[derive(Debug, Default)]
 pub(crate) struct Counters(Mutex<HashMap<(String, String, String), u64>>);
@@ -207,5 +220,21 @@ impl Counters {
             })
             .map(|(_, n)| *n)
             .sum()
+    }
+
+    /// Every counter, sorted.
+    pub fn all(&self) -> Vec<RequestCount> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<RequestCount> = m
+            .iter()
+            .map(|((verb, resource, subresource), n)| RequestCount {
+                verb: verb.clone(),
+                resource: resource.clone(),
+                subresource: subresource.clone(),
+                count: *n,
+            })
+            .collect();
+        v.sort();
+        v
     }
 }

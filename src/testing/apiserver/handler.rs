@@ -1173,3 +1173,39 @@ pub(crate) fn seed(sh: &Shared, plural: &str, mut obj: Value) -> Result<Value, A
         },
     )
 }
+
+/// Serves one request in-process: routed and answered as over HTTP, but
+/// neither counted nor subject to faults or delays, so that a benchmark's
+/// own writes stay out of the figures of the client it measures. Watches
+/// are refused (they need a connection); the answer is (code, body).
+pub(crate) async fn local(
+    sh: &Arc<Shared>,
+    method: &Method,
+    path_and_query: &str,
+    content_type: &str,
+    body: Bytes,
+) -> (u16, Bytes) {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let q = parse_query(query);
+    let response = match route(path, sh.addr) {
+        Some(Route::Resource(t)) if eventsv1::view_for(t.res).is_none() => {
+            match verb_of(method, &t, &q) {
+                "WATCH" => error_response(&ApiError::method_not_allowed()),
+                verb => dispatch(sh, method, verb, &t, &q, content_type, body, None)
+                    .unwrap_or_else(|e| error_response(&e)),
+            }
+        }
+        _ => error_response(&ApiError::no_route()),
+    };
+    let code = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (code, bytes)
+}

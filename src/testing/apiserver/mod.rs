@@ -58,7 +58,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use bench::{BenchOptions, BenchReport, run_bench};
 pub use cli::cli_main;
-pub use faults::Faults;
+pub use faults::{Faults, RequestCount};
 
 use faults::Counters;
 use resources::{RESOURCES, ResourceDef};
@@ -296,6 +296,43 @@ impl ApiServer {
     /// `plural/status` (only the subresource), `*` for all.
     pub fn request_count(&self, verb: &str, resource: &str) -> u64 {
         self.shared.counters.count(verb, resource)
+    }
+
+    /// Every request counter so far (a snapshot; subtract two snapshots to
+    /// count the requests of one phase).
+    pub fn request_counts(&self) -> Vec<RequestCount> {
+        self.shared.counters.all()
+    }
+
+    /// Serves one request in-process, without HTTP: answered as over HTTP
+    /// (validation, versions, finalizers, watch events) but not counted by
+    /// [`ApiServer::request_count`] and not subject to [`Faults`]. For a
+    /// benchmark's own writes. `path` may carry a query; watches answer 405.
+    pub async fn local_request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<&Value>,
+    ) -> io::Result<raw::RawResponse> {
+        let method = http::Method::from_bytes(method.as_bytes()).map_err(io::Error::other)?;
+        let bytes = match body {
+            Some(b) => bytes::Bytes::from(serde_json::to_vec(b).map_err(io::Error::other)?),
+            None => bytes::Bytes::new(),
+        };
+        let ct = content_type.unwrap_or(if body.is_some() {
+            "application/json"
+        } else {
+            ""
+        });
+        let (code, out) = handler::local(&self.shared, &method, path, ct, bytes).await;
+        let body = serde_json::from_slice(&out)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&out).into_owned()));
+        Ok(raw::RawResponse {
+            code,
+            content_type: "application/json".to_string(),
+            body,
+        })
     }
 
     /// Fault injection.
