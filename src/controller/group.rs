@@ -40,7 +40,7 @@ use crate::k8s::keys;
 use crate::k8s::types::{
     Lenient, VolumeGroupSnapshotClass, VolumeGroupSnapshotContent, VolumeGroupSnapshotContentStatus,
 };
-use crate::k8s::watch::{Cache, Informer, WatchOptions};
+use crate::k8s::watch::{Cache, Informer, WatchOptions, make_lean};
 use crate::k8s::write::{self, WriteError};
 use crate::reconcile::ReconcileConfig;
 use crate::reconcile::filter::{Freshness, VersionStore};
@@ -567,8 +567,11 @@ impl<D: SnapshotDriver> GroupController<D> {
     /// Stores the server's reply to one of our writes (spec C.1 step 3).
     fn remember(&self, obj: &VolumeGroupSnapshotContent) {
         let rv = obj.metadata.resource_version.clone().unwrap_or_default();
+        // Kept as the informer keeps objects: without managedFields.
+        let mut kept = obj.clone();
+        make_lean(&mut kept);
         self.versions()
-            .record_write(obj.name(), &rv, &Arc::new(obj.clone()));
+            .record_write(obj.name(), &rv, &Arc::new(kept));
     }
 }
 
