@@ -56,13 +56,24 @@ fn e2e() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let failures = runtime.block_on(run(settings));
-    assert!(failures.is_empty(), "e2e: failed scenarios: {failures:?}");
+    let summary = runtime.block_on(run(settings));
+    assert!(
+        summary.failed.is_empty(),
+        "e2e: failed scenarios: {:?}",
+        summary.failed
+    );
 }
 
-/// Runs the selected scenarios one after another and returns the names of
-/// those that failed. A failing scenario does not stop the others.
-async fn run(settings: Settings) -> Vec<&'static str> {
+/// The names of the scenarios that failed and of those that were skipped.
+#[derive(Debug, Default)]
+struct Summary {
+    failed: Vec<&'static str>,
+    skipped: Vec<&'static str>,
+}
+
+/// Runs the selected scenarios one after another. A failing scenario does
+/// not stop the others.
+async fn run(settings: Settings) -> Summary {
     let client = match cluster::connect(&settings).await {
         Ok(client) => client,
         Err(e) => panic!("e2e: cannot use the cluster: {e}"),
@@ -86,7 +97,7 @@ async fn run(settings: Settings) -> Vec<&'static str> {
         tokio::spawn(standin::run(client.clone()))
     });
 
-    let mut failures = Vec::new();
+    let mut summary = Summary::default();
     let mut ran = 0;
     for scenario in scenarios::ALL {
         if !settings.selects(scenario.name) {
@@ -110,10 +121,11 @@ async fn run(settings: Settings) -> Vec<&'static str> {
             }
             Ok(scenarios::Outcome::Skipped(why)) => {
                 say(&format!("   SKIP {}: {why}", scenario.name));
+                summary.skipped.push(scenario.name);
             }
             Err(e) => {
                 say(&format!("   FAIL {}: {e}", scenario.name));
-                failures.push(scenario.name);
+                summary.failed.push(scenario.name);
             }
         }
         if let Ok(scope) = scope {
@@ -124,10 +136,86 @@ async fn run(settings: Settings) -> Vec<&'static str> {
         task.abort();
     }
     say(&format!(
-        "e2e: {ran} scenarios run, {} failed",
-        failures.len()
+        "e2e: {ran} scenarios run, {} failed, {} skipped",
+        summary.failed.len(),
+        summary.skipped.len()
     ));
-    failures
+    summary
+}
+
+/// The whole suite against the embedded API server (CRD schemas on when
+/// `../shared/crds` is there), the suite's stand-in snapshot-controller, the
+/// mock driver with its parameter faults (so every scenario runs, none is
+/// skipped) and the sidecar binary. It proves the suite and the sidecar
+/// agree on one machine; it does not replace a run on a real cluster with
+/// the upstream snapshot-controller.
+#[cfg(feature = "testing")]
+#[test]
+fn suite_passes_against_the_stand_in() {
+    use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
+    use csi_snapshotter::testing::mock_driver::{MockConfig, MockDriver, param_faults};
+    use settings::{Launch, Param};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let summary = runtime.block_on(async {
+        let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
+        let crd_schemas = crds.is_dir().then_some(crds);
+        if crd_schemas.is_none() {
+            say("e2e stand-in: ../shared/crds not found, running without CRD schemas");
+        }
+        let server = ApiServer::start(ApiServerOptions {
+            crd_schemas,
+            ..Default::default()
+        })
+        .await
+        .expect("embedded API server");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("csi.sock");
+        let mock = MockDriver::start(&socket, MockConfig::default())
+            .await
+            .expect("mock driver");
+        let param = |key: &str, value: &str| {
+            Some(Param {
+                key: key.to_string(),
+                value: value.to_string(),
+            })
+        };
+        let settings = Settings {
+            kubeconfig: server.kubeconfig_path().to_path_buf(),
+            context: None,
+            driver: MockConfig::default().driver_name,
+            storage_class: None,
+            volume_handle: None,
+            sidecar: Some(Launch {
+                binary: env!("CARGO_BIN_EXE_csi-snapshotter").into(),
+                csi_address: format!("unix://{}", socket.display()),
+                extra_args: Vec::new(),
+            }),
+            timeout: std::time::Duration::from_secs(60),
+            only: None,
+            no_list_snapshots: false,
+            reject_param: param(param_faults::REJECT, "yes"),
+            secret_param: param(param_faults::REQUIRE_SECRETS, "yes"),
+            transient_param: param(param_faults::FAIL_ONCE, "yes"),
+            slow_param: param(param_faults::SLOW, "5s"),
+            slow_creates: false,
+            standin_controller: true,
+        };
+        let summary = run(settings).await;
+        mock.stop().await;
+        server.shutdown().await;
+        summary
+    });
+    assert!(
+        summary.failed.is_empty() && summary.skipped.is_empty(),
+        "e2e stand-in: failed {:?}, skipped {:?}",
+        summary.failed,
+        summary.skipped
+    );
 }
 
 /// The objects the suite sends are accepted by the API: snapshot objects

@@ -496,6 +496,65 @@ async fn latency_delays_the_reply() {
     create(&mut h, "s", "v").await.unwrap();
 }
 
+/// A CreateSnapshot asks for faults through its parameters: the e2e suite's
+/// only handle on a driver in another process is the class.
+#[tokio::test]
+async fn parameters_ask_for_faults() {
+    use csi_snapshotter::testing::mock_driver::param_faults::{
+        FAIL_ONCE, REJECT, REQUIRE_SECRETS, SLOW,
+    };
+    let mut h = start(MockConfig::default()).await;
+    let with = |name: &str, key: &str, value: &str| {
+        let mut req = create_req(name, "vol-p");
+        req.parameters.insert(key.to_string(), value.to_string());
+        req
+    };
+
+    let e = h
+        .ctrl
+        .create_snapshot(with("p-reject", REJECT, "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    let req = with("p-secret", REQUIRE_SECRETS, "x");
+    let e = h.ctrl.create_snapshot(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let mut with_secret = req;
+    with_secret.secrets.insert("user".into(), "u".into());
+    h.ctrl
+        .create_snapshot(with_secret)
+        .await
+        .expect("served with secrets");
+
+    let req = with("p-once", FAIL_ONCE, "x");
+    let e = h.ctrl.create_snapshot(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    h.ctrl
+        .create_snapshot(req)
+        .await
+        .expect("second attempt served");
+
+    let started = Instant::now();
+    h.ctrl
+        .create_snapshot(with("p-slow", SLOW, "300ms"))
+        .await
+        .expect("slow create served");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // Only the failures that happened before the backend change were refused:
+    // the backend holds exactly the three snapshots that were served.
+    let mut names: Vec<String> = h
+        .mock
+        .snapshots()
+        .iter()
+        .map(|s| s.snapshot_id.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    h.mock.stop().await;
+}
+
 #[tokio::test]
 async fn malformed_replies() {
     let mut h = start(MockConfig::default()).await;

@@ -12,7 +12,7 @@ use csi_snapshotter::testing::mock_driver::{MockConfig, MockDriver};
 /// A mock CSI driver serving Identity, Controller and GroupController on a
 /// Unix socket, with an in-memory snapshot backend.
 #[derive(Debug, Parser)]
-#[command(name = "csi-mock-driver", version)]
+#[command(name = "csi-mock-driver", version, after_help = PARAM_FAULTS_HELP)]
 struct Args {
     /// Socket to listen on: `unix:///path/csi.sock` or a plain path.
     #[arg(long, default_value = "unix:///tmp/csi-mock.sock")]
@@ -39,6 +39,14 @@ struct Args {
     #[arg(long)]
     no_group: bool,
 }
+
+/// The class parameters with which a CreateSnapshot asks for a fault.
+const PARAM_FAULTS_HELP: &str = "\
+CreateSnapshot parameters that inject faults (e.g. set in a VolumeSnapshotClass):
+  mock.csi.k8s.io/reject=<any>           fail with INVALID_ARGUMENT (final)
+  mock.csi.k8s.io/require-secrets=<any>  fail with UNAUTHENTICATED unless secrets are sent
+  mock.csi.k8s.io/fail-once=<any>        fail the first call per snapshot name with UNAVAILABLE
+  mock.csi.k8s.io/slow=<duration>        answer after e.g. 10s (at most 10m)";
 
 /// Parses `<number><unit>` with unit ns, us, ms, s or m; a bare number is
 /// milliseconds.

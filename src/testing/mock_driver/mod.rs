@@ -3,6 +3,8 @@
 //! semantics the sidecar relies on, plus knobs for tests: latency, error
 //! injection (before or after the backend change), malformed replies,
 //! readiness after N polls, call counters and the last request per RPC.
+//! A CreateSnapshot can also ask for a fault through its parameters (see
+//! [`param_faults`]), for tests whose only handle on the driver is a class.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -15,6 +17,7 @@
 //! ```
 
 mod backend;
+pub mod param_faults;
 mod rpc;
 mod service;
 
@@ -118,6 +121,7 @@ pub(crate) struct Inner {
     probe_not_ready_left: AtomicU32,
     backend: Mutex<Backend>,
     rpcs: RpcTable,
+    param_faults: param_faults::ParamFaults,
 }
 
 fn unpoison<'a, T>(
@@ -208,6 +212,7 @@ impl MockDriver {
             probe_not_ready_left: AtomicU32::new(config.probe_not_ready_times),
             backend: Mutex::new(backend),
             rpcs: RpcTable::default(),
+            param_faults: param_faults::ParamFaults::default(),
         });
         if !config.latency.is_zero() {
             for rpc in Rpc::ALL {

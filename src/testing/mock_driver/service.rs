@@ -206,6 +206,13 @@ impl pb::controller_server::Controller for Svc {
         self.trace(rpc, &req);
         self.0.rpcs.enter(rpc, &req, Some(&req.secrets)).await?;
         self.require_ctrl(rpc, CtrlCap::CreateDeleteSnapshot)?;
+        let asked =
+            self.0
+                .param_faults
+                .check(&req.name, &req.parameters, !req.secrets.is_empty())?;
+        if let Some(delay) = asked.delay {
+            tokio::time::sleep(delay).await;
+        }
         let knobs = self.0.knobs();
         let snap = self.0.backend().create_snapshot(&req, knobs);
         let m = self.0.rpcs.leave(rpc)?;
