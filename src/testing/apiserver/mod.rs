@@ -16,6 +16,9 @@
 //!   and `kubectl get` falls back to NAME/AGE columns (no server-side Table);
 //! - server-side apply is applied as a merge patch (creating the object if
 //!   missing); no `managedFields` are synthesized;
+//! - no OpenAPI documents (`/openapi/v2`, `/openapi/v3`), so kubectl's
+//!   client-side validation cannot run: use `--validate=false` with
+//!   `create` and `apply` (the server still checks the CRD schemas);
 //! - no garbage collector: `ownerReferences` and propagation policies are
 //!   stored but do not cascade; deleting a namespace deletes its content at
 //!   once (the namespace controller's job) and the namespace goes with its
