@@ -1235,3 +1235,107 @@ async fn local_requests_are_served_like_http_but_not_counted() {
     assert_eq!(got.body["status"]["readyToUse"], false);
     assert_eq!(s.request_count("GET", VSC_PLURAL), 1);
 }
+
+/// A restricted user held to the sidecar's shipped RBAC rules: what the
+/// ClusterRole and the leader-election Role grant goes through, anything
+/// else is 403 Forbidden with kube-apiserver's message, and the default
+/// kubeconfig's user is not restricted.
+#[tokio::test]
+async fn restricted_user_is_held_to_the_sidecar_rbac_rules() {
+    use csi_snapshotter::k8s::types::VolumeSnapshotContent;
+    use csi_snapshotter::testing::apiserver::RbacPolicy;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::Api;
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+
+    let server = ApiServer::start(ApiServerOptions {
+        restricted: Some(RbacPolicy::sidecar()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let admin = server.client().await;
+    let restricted = server.try_restricted_client().await.unwrap();
+    fn forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> String {
+        match r {
+            Err(kube::Error::Api(s)) => {
+                assert_eq!(s.code, 403, "{s:?}");
+                assert_eq!(s.reason, "Forbidden", "{s:?}");
+                s.message
+            }
+            other => panic!("expected 403, got {other:?}"),
+        }
+    }
+
+    let obj: VolumeSnapshotContent = serde_json::from_value(vsc("rbac-1")).unwrap();
+    let admin_vsc: Api<VolumeSnapshotContent> = Api::all(admin.clone());
+    admin_vsc
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap();
+
+    let vscs: Api<VolumeSnapshotContent> = Api::all(restricted.clone());
+    vscs.list(&ListParams::default().limit(1)).await.unwrap();
+    vscs.get("rbac-1").await.unwrap();
+    let merge = |v: Value| Patch::Merge(v);
+    vscs.patch(
+        "rbac-1",
+        &PatchParams::default(),
+        &merge(json!({"metadata": {"annotations": {"a": "b"}}})),
+    )
+    .await
+    .unwrap();
+    vscs.patch_status(
+        "rbac-1",
+        &PatchParams::default(),
+        &merge(json!({"status": {"readyToUse": false}})),
+    )
+    .await
+    .unwrap();
+    let msg = forbidden(vscs.create(&PostParams::default(), &obj).await);
+    assert!(
+        msg.contains("cannot create resource \"volumesnapshotcontents\" in API group \"snapshot.storage.k8s.io\" at the cluster scope"),
+        "{msg}"
+    );
+    forbidden(
+        vscs.delete("rbac-1", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(restricted.clone(), "default");
+    let msg = forbidden(secrets.list(&ListParams::default()).await);
+    assert!(msg.contains("in the namespace \"default\""), "{msg}");
+    // get is granted: the answer is the object's absence, not a refusal.
+    assert!(secrets.get_opt("nope").await.unwrap().is_none());
+
+    let lease = |ns: &str| -> Lease {
+        serde_json::from_value(json!({"metadata": {"name": "l", "namespace": ns}})).unwrap()
+    };
+    let admin_ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    admin_ns
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "csi-snapshotter"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let own: Api<Lease> = Api::namespaced(restricted.clone(), "csi-snapshotter");
+    own.create(&PostParams::default(), &lease("csi-snapshotter"))
+        .await
+        .unwrap();
+    let other: Api<Lease> = Api::namespaced(restricted, "default");
+    forbidden(
+        other
+            .create(&PostParams::default(), &lease("default"))
+            .await,
+    );
+
+    assert_eq!(server.forbidden_count(), 4);
+    // The default user is not restricted.
+    admin_vsc
+        .delete("rbac-1", &DeleteParams::default())
+        .await
+        .unwrap();
+}

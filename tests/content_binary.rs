@@ -10,7 +10,7 @@ use std::time::Duration;
 use content_support::crd_dir;
 use csi_snapshotter::k8s::keys;
 use csi_snapshotter::k8s::types::{VolumeSnapshotClass, VolumeSnapshotContent};
-use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
+use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions, RbacPolicy};
 use csi_snapshotter::testing::mock_driver::{MockConfig, MockDriver};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -38,6 +38,7 @@ where
 async fn binary_creates_and_deletes_a_snapshot() {
     let server = ApiServer::start(ApiServerOptions {
         crd_schemas: crd_dir(),
+        restricted: Some(RbacPolicy::sidecar()),
         ..Default::default()
     })
     .await
@@ -56,7 +57,7 @@ async fn binary_creates_and_deletes_a_snapshot() {
     let mut child = tokio::process::Command::new(BIN)
         .arg(format!(
             "--kubeconfig={}",
-            server.kubeconfig_path().display()
+            server.restricted_kubeconfig_path().unwrap().display()
         ))
         .arg(format!("--csi-address={}", socket.display()))
         .arg("--retry-interval-start=20ms")
@@ -131,6 +132,11 @@ async fn binary_creates_and_deletes_a_snapshot() {
     })
     .await;
     assert!(mock.snapshots().is_empty());
+    assert_eq!(
+        server.forbidden_count(),
+        0,
+        "the sidecar made requests deploy/kubernetes/rbac.yaml does not allow"
+    );
 
     child.start_kill().unwrap();
     let _ = child.wait().await;

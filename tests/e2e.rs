@@ -144,7 +144,8 @@ async fn run(settings: Settings) -> Summary {
 }
 
 /// The whole suite against the embedded API server (CRD schemas on when
-/// `../shared/crds` is there), the suite's stand-in snapshot-controller, the
+/// `../shared/crds` is there; the sidecar held to the shipped RBAC rules),
+/// the suite's stand-in snapshot-controller, the
 /// mock driver with its parameter faults (so every scenario runs, none is
 /// skipped) and the sidecar binary. It proves the suite and the sidecar
 /// agree on one machine; it does not replace a run on a real cluster with
@@ -152,7 +153,7 @@ async fn run(settings: Settings) -> Summary {
 #[cfg(feature = "testing")]
 #[test]
 fn suite_passes_against_the_stand_in() {
-    use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
+    use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions, RbacPolicy};
     use csi_snapshotter::testing::mock_driver::{MockConfig, MockDriver, param_faults};
     use settings::{Launch, Param};
 
@@ -169,6 +170,7 @@ fn suite_passes_against_the_stand_in() {
         }
         let server = ApiServer::start(ApiServerOptions {
             crd_schemas,
+            restricted: Some(RbacPolicy::sidecar()),
             ..Default::default()
         })
         .await
@@ -194,6 +196,7 @@ fn suite_passes_against_the_stand_in() {
                 binary: env!("CARGO_BIN_EXE_csi-snapshotter").into(),
                 csi_address: format!("unix://{}", socket.display()),
                 extra_args: Vec::new(),
+                kubeconfig: server.restricted_kubeconfig_path().map(Into::into),
             }),
             timeout: std::time::Duration::from_secs(60),
             only: None,
@@ -206,6 +209,11 @@ fn suite_passes_against_the_stand_in() {
             standin_controller: true,
         };
         let summary = run(settings).await;
+        assert_eq!(
+            server.forbidden_count(),
+            0,
+            "the sidecar made requests its RBAC rules do not allow"
+        );
         mock.stop().await;
         server.shutdown().await;
         summary

@@ -22,6 +22,10 @@ pub struct Launch {
     pub binary: PathBuf,
     pub csi_address: String,
     pub extra_args: Vec<String>,
+    /// `E2E_SIDECAR_KUBECONFIG`: the sidecar's own kubeconfig, e.g. one of
+    /// a service account bound to deploy/kubernetes/rbac.yaml (default:
+    /// the suite's).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +111,7 @@ impl Settings {
                 extra_args: var("E2E_SIDECAR_ARGS")
                     .map(|a| a.split_whitespace().map(str::to_string).collect())
                     .unwrap_or_default(),
+                kubeconfig: var("E2E_SIDECAR_KUBECONFIG").map(PathBuf::from),
             }),
             (None, None) => None,
             _ => return Err("E2E_SIDECAR_BIN and E2E_CSI_ADDRESS go together".into()),

@@ -27,7 +27,14 @@ impl Sidecar {
         let out = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut args = vec![
-            format!("--kubeconfig={}", settings.kubeconfig.display()),
+            format!(
+                "--kubeconfig={}",
+                launch
+                    .kubeconfig
+                    .as_ref()
+                    .unwrap_or(&settings.kubeconfig)
+                    .display()
+            ),
             format!("--csi-address={}", launch.csi_address),
             "--v=4".to_string(),
         ];

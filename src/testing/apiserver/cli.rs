@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use super::bench::{BenchOptions, run_bench};
-use super::{ApiServer, ApiServerOptions};
+use super::{ApiServer, ApiServerOptions, RbacPolicy};
 
 /// Command line of `csi-snapshotter embedded-apiserver`.
 #[derive(Debug, Parser)]
@@ -25,6 +25,11 @@ struct Args {
     /// Directory of CRD YAML files to validate custom resources against.
     #[arg(long, value_name = "DIR")]
     crd_schemas: Option<PathBuf>,
+    /// Also write `<kubeconfig-out>.restricted`, for a user held to the
+    /// ClusterRoles and Roles of this YAML file (e.g.
+    /// deploy/kubernetes/rbac.yaml); its other requests get 403.
+    #[arg(long, value_name = "FILE")]
+    restricted_rbac: Option<PathBuf>,
     /// Run the write/watch benchmark against an in-process server and exit.
     #[arg(long)]
     bench: bool,
@@ -104,10 +109,24 @@ async fn run(args: Args) -> i32 {
         eprintln!("embedded-apiserver: --kubeconfig-out PATH is required");
         return 2;
     };
+    let restricted = match &args.restricted_rbac {
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| RbacPolicy::from_yaml(&text))
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("embedded-apiserver: {}: {e}", path.display());
+                return 1;
+            }
+        },
+        None => None,
+    };
     let server = match ApiServer::start(ApiServerOptions {
         listen: args.listen,
         crd_schemas: args.crd_schemas,
         kubeconfig_out: Some(kubeconfig_out),
+        restricted,
     })
     .await
     {
@@ -122,6 +141,9 @@ async fn run(args: Args) -> i32 {
         "kubeconfig written to {}",
         server.kubeconfig_path().display()
     );
+    if let Some(path) = server.restricted_kubeconfig_path() {
+        eprintln!("restricted kubeconfig written to {}", path.display());
+    }
     wait_for_signal().await;
     server.shutdown().await;
     0

@@ -20,6 +20,7 @@ use super::object::{
     now_rfc3339, prepare_create, prepare_update, same_object,
 };
 use super::patch;
+use super::rbac;
 use super::resources::{RESOURCES, ResourceDef, find, namespaces};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, invalid1};
@@ -210,6 +211,15 @@ fn is_true(v: Option<&String>) -> bool {
     matches!(v.map(String::as_str), Some("true" | "1"))
 }
 
+/// Whether the request carries the restricted user's bearer token.
+fn is_restricted(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t.trim() == rbac::RESTRICTED_TOKEN)
+}
+
 /// Entry point for every request.
 pub(crate) async fn handle(
     sh: Arc<Shared>,
@@ -244,6 +254,24 @@ pub(crate) async fn handle(
     let plural = t.def().plural;
     let sub = t.sub.clone().unwrap_or_default();
     sh.counters.hit(verb, plural, &sub);
+    if let Some(policy) = &sh.rbac
+        && is_restricted(&parts.headers)
+    {
+        let attrs = rbac::Attributes {
+            verb: rbac::rbac_verb(verb, t.name.is_some()),
+            def: t.def(),
+            sub: t.sub.as_deref(),
+            namespace: t.namespace.as_deref(),
+            name: t.name.as_deref(),
+        };
+        if !policy.allows(&attrs) {
+            let e = rbac::forbidden(&attrs);
+            sh.forbidden
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(message = %e.message, "embedded API server: forbidden");
+            return Ok(error_response(&e));
+        }
+    }
     if let Some(d) = sh.faults.delay_for(verb, plural) {
         tokio::time::sleep(d).await;
     }

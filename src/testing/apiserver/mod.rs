@@ -38,6 +38,7 @@ mod object;
 mod patch;
 mod protobuf;
 pub mod raw;
+pub mod rbac;
 mod resources;
 pub mod schema;
 mod selector;
@@ -62,6 +63,7 @@ use tokio::task::{JoinHandle, JoinSet};
 pub use bench::{BenchOptions, BenchReport, run_bench};
 pub use cli::cli_main;
 pub use faults::{Faults, RequestCount};
+pub use rbac::RbacPolicy;
 
 use faults::Counters;
 use resources::{RESOURCES, ResourceDef};
@@ -87,6 +89,11 @@ pub struct ApiServerOptions {
     /// Where to write the kubeconfig; `None` = a fresh temporary directory
     /// removed when the server is dropped.
     pub kubeconfig_out: Option<PathBuf>,
+    /// A restricted user held to these RBAC rules (e.g.
+    /// [`RbacPolicy::sidecar`]): its kubeconfig is written beside the other
+    /// one ([`ApiServer::restricted_kubeconfig_path`]) and its requests that
+    /// the rules do not allow get 403 Forbidden, as on a real cluster.
+    pub restricted: Option<RbacPolicy>,
 }
 
 /// Schema checks for custom resources (pruning and validation).
@@ -110,6 +117,10 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) validator: Option<Box<dyn Validator>>,
     pub(crate) addr: SocketAddr,
+    /// Rules of the restricted user, when there is one.
+    pub(crate) rbac: Option<RbacPolicy>,
+    /// Requests of the restricted user refused with 403.
+    pub(crate) forbidden: AtomicU64,
     bookmark_ms: AtomicU64,
     shutdown: signal::Sender<bool>,
 }
@@ -136,6 +147,7 @@ impl Shared {
 pub struct ApiServer {
     shared: Arc<Shared>,
     kubeconfig: PathBuf,
+    restricted_kubeconfig: Option<PathBuf>,
     temp_dir: Option<PathBuf>,
     accept: Option<JoinHandle<()>>,
 }
@@ -151,17 +163,32 @@ impl std::fmt::Debug for ApiServer {
 
 /// The kubeconfig text for a server at `addr`.
 pub fn kubeconfig_yaml(addr: SocketAddr) -> String {
+    kubeconfig_yaml_with_token(addr, "embedded-apiserver-token")
+}
+
+/// The kubeconfig text for a server at `addr` and a user with `token`.
+fn kubeconfig_yaml_with_token(addr: SocketAddr, token: &str) -> String {
     format!(
         "apiVersion: v1\n\
          kind: Config\n\
          clusters:\n\
          - name: embedded\n  cluster:\n    server: http://{addr}\n\
          users:\n\
-         - name: embedded\n  user:\n    token: embedded-apiserver-token\n\
+         - name: embedded\n  user:\n    token: {token}\n\
          contexts:\n\
          - name: embedded\n  context:\n    cluster: embedded\n    user: embedded\n    namespace: default\n\
          current-context: embedded\n"
     )
+}
+
+/// A kube client built from the kubeconfig at `path`.
+async fn client_from(path: &Path) -> io::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(io::Error::other)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(io::Error::other)?;
+    kube::Client::try_from(config).map_err(io::Error::other)
 }
 
 /// Adapts the CRD schema checks to the server.
@@ -221,6 +248,8 @@ impl ApiServer {
             counters: Counters::default(),
             validator,
             addr,
+            rbac: opts.restricted.clone(),
+            forbidden: AtomicU64::new(0),
             bookmark_ms: AtomicU64::new(DEFAULT_BOOKMARK_INTERVAL.as_millis() as u64),
             shutdown: signal::channel(false).0,
         });
@@ -246,11 +275,27 @@ impl ApiServer {
             tokio::fs::create_dir_all(parent).await?;
         }
         tokio::fs::write(&kubeconfig, kubeconfig_yaml(addr)).await?;
+        let restricted_kubeconfig = match &opts.restricted {
+            Some(_) => {
+                let path = kubeconfig.with_file_name(match kubeconfig.file_name() {
+                    Some(f) => format!("{}.restricted", f.to_string_lossy()),
+                    None => "kubeconfig.restricted".to_string(),
+                });
+                tokio::fs::write(
+                    &path,
+                    kubeconfig_yaml_with_token(addr, rbac::RESTRICTED_TOKEN),
+                )
+                .await?;
+                Some(path)
+            }
+            None => None,
+        };
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         tracing::debug!(%addr, kubeconfig = %kubeconfig.display(), "embedded API server listening");
         Ok(ApiServer {
             shared,
             kubeconfig,
+            restricted_kubeconfig,
             temp_dir,
             accept: Some(accept),
         })
@@ -259,6 +304,17 @@ impl ApiServer {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.shared.addr
+    }
+
+    /// The kubeconfig of the restricted user (see
+    /// [`ApiServerOptions::restricted`]), when there is one.
+    pub fn restricted_kubeconfig_path(&self) -> Option<&Path> {
+        self.restricted_kubeconfig.as_deref()
+    }
+
+    /// How many requests of the restricted user were refused with 403.
+    pub fn forbidden_count(&self) -> u64 {
+        self.shared.forbidden.load(Ordering::Relaxed)
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -273,12 +329,18 @@ impl ApiServer {
 
     /// A kube client for this server, built from the written kubeconfig.
     pub async fn try_client(&self) -> io::Result<kube::Client> {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(io::Error::other)?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(io::Error::other)?;
-        kube::Client::try_from(config).map_err(io::Error::other)
+        client_from(&self.kubeconfig).await
+    }
+
+    /// A kube client of the restricted user (see
+    /// [`ApiServerOptions::restricted`]).
+    pub async fn try_restricted_client(&self) -> io::Result<kube::Client> {
+        match &self.restricted_kubeconfig {
+            Some(path) => client_from(path).await,
+            None => Err(io::Error::other(
+                "the server was started without a restricted user",
+            )),
+        }
     }
 
     /// A kube client for this server (test convenience).

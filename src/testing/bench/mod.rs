@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 
 use crate::config::values::parse_go_duration;
-use crate::testing::apiserver::{ApiServer, ApiServerOptions, RequestCount};
+use crate::testing::apiserver::{ApiServer, ApiServerOptions, RbacPolicy, RequestCount};
 use crate::testing::mock_driver::{MockConfig, MockDriver};
 use report::{Idle, Latency, Phase, RPCS, Report, Settings, by_verb, diff};
 use sidecar::{Sidecar, SidecarSpec};
@@ -233,6 +233,8 @@ impl Env {
         let server = ApiServer::start(ApiServerOptions {
             crd_schemas: args.crd_schemas.clone(),
             kubeconfig_out: Some(dir.join(format!("{label}.kubeconfig"))),
+            // The sidecar runs as a user held to the shipped RBAC rules.
+            restricted: Some(RbacPolicy::sidecar()),
             ..Default::default()
         })
         .await?;

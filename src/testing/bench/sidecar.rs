@@ -71,23 +71,23 @@ impl Sidecar {
         let http = free_port()?;
         let log_file = std::fs::File::create(log)?;
         let mut cmd = Command::new(&spec.binary);
-        cmd.arg(format!(
-            "--kubeconfig={}",
-            server.kubeconfig_path().display()
-        ))
-        .arg(format!("--csi-address={}", socket.display()))
-        .arg("--leader-election=false")
-        .arg(format!("--worker-threads={}", spec.worker_threads))
-        .arg(format!("--kube-api-qps={}", spec.kube_api_qps))
-        .arg(format!("--kube-api-burst={}", spec.kube_api_burst))
-        .arg(format!("--http-endpoint={http}"))
-        .args(&spec.extra_args)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .kill_on_drop(true);
+        let kubeconfig = server
+            .restricted_kubeconfig_path()
+            .unwrap_or(server.kubeconfig_path());
+        cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .arg(format!("--csi-address={}", socket.display()))
+            .arg("--leader-election=false")
+            .arg(format!("--worker-threads={}", spec.worker_threads))
+            .arg(format!("--kube-api-qps={}", spec.kube_api_qps))
+            .arg(format!("--kube-api-burst={}", spec.kube_api_burst))
+            .arg(format!("--http-endpoint={http}"))
+            .args(&spec.extra_args)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true);
         let child = cmd.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),

@@ -167,7 +167,12 @@ async fn run(args: Args) -> Result<(), DemoError> {
     result?;
     let status = stopped?;
     summary(&stack, status);
-    Ok(())
+    match stack.api.forbidden_count() {
+        0 => Ok(()),
+        n => Err(DemoError::Check(format!(
+            "the sidecar made {n} requests that deploy/kubernetes/rbac.yaml does not allow"
+        ))),
+    }
 }
 
 async fn scenario(
@@ -663,6 +668,10 @@ fn summary(stack: &Stack, sidecar_status: i32) {
     println!(
         "  CSI calls (all by the sidecar): {}",
         report::csi_counts(&stack.mock)
+    );
+    println!(
+        "  requests refused by the sidecar's RBAC rules: {}",
+        stack.api.forbidden_count()
     );
     println!("  elapsed: {:.2}s", stack.elapsed().as_secs_f64());
 }

@@ -15,7 +15,7 @@ use super::{DemoError, READY_AFTER_POLLS};
 use crate::config::{self, Invocation};
 use crate::csi::proto::v1 as pb;
 use crate::logging::{self, LoggingConfig};
-use crate::testing::apiserver::{ApiServer, ApiServerOptions};
+use crate::testing::apiserver::{ApiServer, ApiServerOptions, RbacPolicy};
 use crate::testing::mock_driver::{MockConfig, MockDriver};
 
 /// The sidecar's first retry comes this soon (its default is 1 s), so the
@@ -101,6 +101,7 @@ impl Stack {
             listen: None,
             crd_schemas: crd_schemas.map(Path::to_path_buf),
             kubeconfig_out: Some(dir.join("kubeconfig")),
+            restricted: Some(RbacPolicy::sidecar()),
         })
         .await
         .map_err(|e| start_err("embedded API server", e))?;
@@ -137,7 +138,13 @@ impl Stack {
             socket.display()
         );
         println!("  backend      holds snapshot {pre_created} of volume {PRE_CREATED_VOLUME}");
-        let args = sidecar_args(&socket, api.kubeconfig_path(), verbosity);
+        println!(
+            "  RBAC         the sidecar may make only the requests deploy/kubernetes/rbac.yaml allows"
+        );
+        let sidecar_kubeconfig = api
+            .restricted_kubeconfig_path()
+            .ok_or_else(|| start_err("embedded API server", "no restricted kubeconfig"))?;
+        let args = sidecar_args(&socket, sidecar_kubeconfig, verbosity);
         println!("  sidecar      {}", args.join(" "));
         let sidecar_config = match config::parse(args) {
             Ok(Invocation::Run(c)) => *c,
