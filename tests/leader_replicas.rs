@@ -18,12 +18,15 @@ use csi_snapshotter::k8s::types::{VolumeSnapshotClass, VolumeSnapshotContent};
 use csi_snapshotter::leader::{LeaderConfig, LeaderElector, lease_name};
 use csi_snapshotter::metrics::{CsiOperationMetrics, Registry};
 use csi_snapshotter::reconcile::ReconcileConfig;
-use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
+use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions, RbacPolicy};
 use csi_snapshotter::testing::mock_driver::{MockConfig, MockDriver};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+/// Namespace of the Lease: that of the example deployment's leader-election Role.
+const LEASE_NAMESPACE: &str = "csi-snapshotter";
 
 const MOCK: &str = "mock.csi.k8s.io";
 const LEASE: Duration = Duration::from_secs(2);
@@ -89,7 +92,7 @@ async fn replica_main(
     let name = conn.plugin_info().await.expect("plugin info").name;
     let caps = conn.capabilities().await.expect("capabilities");
     let driver = Arc::new(conn.into_driver(name.clone(), caps));
-    let mut cfg = LeaderConfig::new(lease_name(&name), "default", identity);
+    let mut cfg = LeaderConfig::new(lease_name(&name), LEASE_NAMESPACE, identity);
     cfg.lease_duration = LEASE;
     cfg.renew_deadline = RENEW;
     cfg.retry_period = RETRY;
@@ -160,10 +163,23 @@ fn ready(server: &ApiServer, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_reconciles_and_the_other_takes_over_after_a_crash() {
-    let server = ApiServer::start(ApiServerOptions::default())
-        .await
-        .expect("api server");
+    // The replicas are held to the shipped RBAC rules, whose leader-election
+    // Role lives in the deployment's namespace.
+    let server = ApiServer::start(ApiServerOptions {
+        restricted: Some(RbacPolicy::sidecar()),
+        ..Default::default()
+    })
+    .await
+    .expect("api server");
     let client = server.client().await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": LEASE_NAMESPACE}})).unwrap(),
+        )
+        .await
+        .unwrap();
     let classes: Api<VolumeSnapshotClass> = Api::all(client.clone());
     let class = serde_json::from_value(
         json!({"metadata": {"name": "mock-class"}, "driver": MOCK, "deletionPolicy": "Delete"}),
@@ -183,7 +199,7 @@ async fn one_replica_reconciles_and_the_other_takes_over_after_a_crash() {
     let mock_b = MockDriver::start(&sock_b, MockConfig::default())
         .await
         .expect("mock b");
-    let kubeconfig = server.kubeconfig_path().to_path_buf();
+    let kubeconfig = server.restricted_kubeconfig_path().unwrap().to_path_buf();
     let mut a = Replica::start(kubeconfig.clone(), sock_a, "replica-a");
     let mut b = Replica::start(kubeconfig, sock_b, "replica-b");
 
@@ -251,10 +267,15 @@ async fn one_replica_reconciles_and_the_other_takes_over_after_a_crash() {
         "the crashed replica did nothing more"
     );
     let lease = server
-        .object("leases", "default", &lease_name(MOCK))
+        .object("leases", LEASE_NAMESPACE, &lease_name(MOCK))
         .expect("lease");
     let new_holder = if a_leads { "replica-b" } else { "replica-a" };
     assert_eq!(lease["spec"]["holderIdentity"], new_holder);
     monitor.abort();
     assert_eq!(both.load(Ordering::SeqCst), 0, "two leaders at once");
+    assert_eq!(
+        server.forbidden_count(),
+        0,
+        "requests outside the RBAC rules"
+    );
 }
