@@ -195,3 +195,46 @@ async fn a_write_that_keeps_failing_is_given_up_and_later_events_still_go_out() 
         "three attempts for the first, one for the second"
     );
 }
+
+#[tokio::test]
+async fn an_object_with_a_253_character_name_still_gets_its_event() {
+    // `<name>.<hex time>` would pass the 253-character limit of names: the
+    // API server refuses it and, for a refused delete (no status.error), the
+    // content would show no error anywhere.
+    let server = ApiServer::start(ApiServerOptions::default())
+        .await
+        .expect("api server");
+    let (rec, _task) = EventRecorder::start(server.client().await, "csi-snapshotter d");
+    let long = format!("{}-{}", "a".repeat(200), "b.c-".repeat(13));
+    let long = long.trim_end_matches(['-', '.']).to_string();
+    assert!(long.len() > 250 && long.len() <= 253, "{}", long.len());
+    rec.warning(
+        &object_ref(&vsc(&long, "uid-long")),
+        "SnapshotDeleteError",
+        "Failed to delete snapshot",
+    );
+    let evs = events_until(&server, |e| e.len() == 1).await;
+    let name = evs[0]["metadata"]["name"].as_str().unwrap();
+    assert!(name.len() <= 253, "{}", name.len());
+    let (base, suffix) = name.rsplit_once('.').unwrap();
+    assert!(
+        long.starts_with(base) && !base.ends_with(['-', '.']),
+        "{name}"
+    );
+    assert!(suffix.chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+    assert_eq!(evs[0]["involvedObject"]["name"], long.as_str());
+    assert_eq!(evs[0]["reason"], "SnapshotDeleteError");
+}
+
+#[test]
+fn event_names_keep_client_go_form_and_fit_the_name_limit() {
+    use csi_snapshotter::k8s::event::event_name;
+    assert_eq!(
+        event_name("c1", 0x17f0_0000_0000_0001),
+        "c1.17f0000000000001"
+    );
+    assert_eq!(event_name("c1", -5), "c1.0");
+    let cut = event_name(&format!("{}-x", "a".repeat(235)), 0x17f0_0000_0000_0001);
+    assert_eq!(cut, format!("{}.17f0000000000001", "a".repeat(235)));
+    assert!(event_name(&"z".repeat(253), i128::MAX).len() <= 253);
+}

@@ -243,6 +243,31 @@ impl<K: Clone + Eq + Hash, V> Bounded<K, V> {
     }
 }
 
+/// The longest object name the API server accepts (a DNS-1123 subdomain).
+const MAX_NAME_LEN: usize = 253;
+
+/// The name of a new Event about the object `object`, created at `at_ns`:
+/// `<object>.<nanoseconds in hex>`, as client-go names them, except that the
+/// object part is shortened when the whole would be longer than
+/// [`MAX_NAME_LEN`]. Object names may themselves have 253 characters, and the
+/// API server refuses a longer event name, so without this every event
+/// about such an object would be lost; for a refused delete, which writes
+/// no `status.error`, the object would show no error at all. The
+/// `involvedObject` still names the object in full.
+pub fn event_name(object: &str, at_ns: i128) -> String {
+    let suffix = format!("{:x}", at_ns.max(0));
+    let mut room = MAX_NAME_LEN
+        .saturating_sub(suffix.len() + 1)
+        .min(object.len());
+    while !object.is_char_boundary(room) {
+        room -= 1;
+    }
+    // A name part may not end with '-' or '.' (the cut may land on one).
+    let base = object[..room].trim_end_matches(['-', '.']);
+    let base = if base.is_empty() { "event" } else { base };
+    format!("{base}.{suffix}")
+}
+
 struct Writer {
     client: Client,
     component: String,
@@ -349,10 +374,9 @@ impl Writer {
             .namespace
             .clone()
             .unwrap_or_else(|| CLUSTER_SCOPED_EVENT_NAMESPACE.to_string());
-        let name = format!(
-            "{}.{:x}",
+        let name = event_name(
             req.object.name.as_deref().unwrap_or("unknown"),
-            req.at.as_nanosecond().max(0)
+            req.at.as_nanosecond(),
         );
         let event = Event {
             metadata: ObjectMeta {
