@@ -628,3 +628,29 @@ async fn malformed_objects_are_left_alone() {
     assert_eq!(events[0].0, "SnapshotCreationFailed");
     assert!(events[0].1.contains("not found"), "{}", events[0].1);
 }
+
+/// Found by the crash test: the snapshot-controller can put the
+/// being-deleted annotation on a content that had no annotations at all
+/// just before the sidecar marks its create in flight from the older copy.
+/// That mark adds the whole annotation map; it must not replace the one
+/// written meanwhile, or being-deleted is lost and the content waits
+/// forever for a deletion that never comes (finalizer kept, snapshot kept).
+#[tokio::test]
+async fn marking_a_create_in_flight_never_drops_an_annotation_added_meanwhile() {
+    let mut h = Harness::new().await;
+    h.create_class("default-class", json!({})).await;
+    h.create(dynamic(NAME)).await;
+    h.refresh().await;
+    h.delete_as_controller(NAME).await;
+    // This pass still sees the copy without annotations and no deletion.
+    assert_eq!(h.ctrl().sync(NAME).await, Outcome::Requeue);
+    let live = h.get(NAME).await.unwrap();
+    assert_eq!(live.annotation(keys::ANN_VS_BEING_DELETED), Some("yes"));
+    assert_eq!(h.driver.calls("CreateSnapshot"), 0);
+    assert!(live.status.is_none(), "a conflict is not an error status");
+    // With the cache caught up the deletion goes ahead.
+    assert_eq!(h.sync(NAME).await, Outcome::Forget);
+    assert!(h.get(NAME).await.is_none());
+    assert!(h.driver.snapshots().is_empty());
+    assert_eq!(h.events_for(NAME).await, vec![]);
+}

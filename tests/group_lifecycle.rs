@@ -384,3 +384,25 @@ async fn identical_failures_write_one_event() {
     );
     assert_eq!(h.mock.calls(CREATE), 3);
 }
+
+/// Found by the crash test (the group form of the content case): a group
+/// content without annotations marked being-deleted just before the
+/// sidecar marks its create in flight from the older copy keeps that
+/// annotation, no group is cut, and the deletion then goes ahead.
+#[tokio::test]
+async fn marking_a_group_create_in_flight_never_drops_an_annotation_added_meanwhile() {
+    let h = harness!();
+    h.create_class(CLASS, json!({})).await;
+    h.create(dynamic_content(NAME, &["vol-1", "vol-2"])).await;
+    h.refresh().await;
+    h.request_delete(NAME).await;
+    // This pass still sees the copy without annotations and no deletion.
+    assert_eq!(h.ctrl.sync(NAME).await, Outcome::Requeue);
+    let live = h.get(NAME).await;
+    assert_eq!(live.annotation(keys::ANN_VGS_BEING_DELETED), Some("yes"));
+    assert!(live.status.is_none(), "a conflict is not an error status");
+    assert_eq!(h.mock.calls(CREATE), 0);
+    assert_eq!(h.sync(NAME).await, Outcome::Forget);
+    assert!(h.is_gone(NAME).await);
+    assert!(h.mock.group_snapshots().is_empty());
+}

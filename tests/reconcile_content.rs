@@ -168,8 +168,11 @@ fn h01_dynamic_create_then_ready_status_and_no_requeue() {
     assert_eq!(plan.secret_ref, None);
     assert_eq!(
         plan.mark_in_flight.as_ref().map(|p| p.to_value()),
-        Some(json!([{"op": "add", "path": "/metadata/annotations",
-                     "value": {keys::ANN_VS_BEING_CREATED: "yes"}}]))
+        Some(
+            json!([{"op": "add", "path": "/metadata/resourceVersion", "value": "1"},
+                    {"op": "add", "path": "/metadata/annotations",
+                     "value": {keys::ANN_VS_BEING_CREATED: "yes"}}])
+        )
     );
     let status =
         merge_snapshot_status(None, &SnapshotObservation::from_create(&reply(true)), now())

@@ -331,6 +331,10 @@ impl<D: SnapshotDriver> ContentController<D> {
         if let Some(mark) = &plan.mark_in_flight {
             match self.patch_main(name, mark).await {
                 Ok(obj) => current = obj,
+                // The object changed since the copy the mark was made from
+                // (see `patch::add_annotation`): no RPC was sent, retry the
+                // key from a fresh copy without reporting an error.
+                Err(e) if e.is_conflict() => return self.write_failed(name, &e),
                 Err(e) => {
                     let inner = format!(
                         "failed to add VolumeSnapshotBeingCreated annotation on the content {name}: {e}"

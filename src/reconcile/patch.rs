@@ -54,20 +54,25 @@ pub fn escape(token: &str) -> String {
 }
 
 /// Adds one annotation: `add /metadata/annotations/<key>` when the map
-/// exists in `meta`, else `add /metadata/annotations {key: value}`.
+/// exists in `meta`, else `add /metadata/annotations {key: value}` guarded
+/// by `meta`'s resourceVersion ([`at_version`]). Without the guard, that
+/// `add` would replace a map another client created meanwhile (the
+/// snapshot-controller's being-deleted annotation, put on a content that
+/// had none), and the lost annotation would hold the deletion back
+/// forever; with it the server answers `409 Conflict` and the sync is
+/// retried from a fresh copy.
 pub fn add_annotation(meta: &ObjectMeta, key: &str, value: &str) -> JsonPatch {
-    let op = if meta.annotations.is_some() {
-        PatchOp::Add {
+    if meta.annotations.is_some() {
+        return JsonPatch(vec![PatchOp::Add {
             path: format!("/metadata/annotations/{}", escape(key)),
             value: json!(value),
-        }
-    } else {
-        PatchOp::Add {
-            path: "/metadata/annotations".into(),
-            value: json!({ key: value }),
-        }
-    };
-    JsonPatch(vec![op])
+        }]);
+    }
+    let add = JsonPatch(vec![PatchOp::Add {
+        path: "/metadata/annotations".into(),
+        value: json!({ key: value }),
+    }]);
+    at_version(meta.resource_version.as_deref().unwrap_or_default(), add)
 }
 
 /// Removes one annotation. The server rejects it if the live object lacks the
@@ -181,6 +186,23 @@ mod tests {
             p.to_value(),
             json!([{"op": "add", "path": "/metadata/annotations", "value": {"a/b": "yes"}}])
         );
+    }
+
+    #[test]
+    fn add_annotation_creating_the_map_is_guarded_by_the_version() {
+        let mut m = meta(None, None);
+        m.resource_version = Some("42".into());
+        assert_eq!(
+            add_annotation(&m, "a/b", "yes").to_value(),
+            json!([
+                {"op": "add", "path": "/metadata/resourceVersion", "value": "42"},
+                {"op": "add", "path": "/metadata/annotations", "value": {"a/b": "yes"}}
+            ])
+        );
+        // A single key added to an existing map needs no guard.
+        let mut m = meta(Some(&[("x", "1")]), None);
+        m.resource_version = Some("42".into());
+        assert_eq!(add_annotation(&m, "a/b", "yes").0.len(), 1);
     }
 
     #[test]
