@@ -366,6 +366,21 @@ fn timestamp_ns(ts: Option<prost_types::Timestamp>) -> Result<Option<i64>, CsiEr
 }
 
 fn snapshot_info(s: v1::Snapshot) -> Result<SnapshotInfo, CsiError> {
+    // Both are tolerated, as upstream tolerates them (the reply time is
+    // recorded instead, no restoreSize is written); the log says why.
+    if s.creation_time.is_none() {
+        tracing::warn!(
+            snapshot_handle = %s.snapshot_id,
+            "driver reply lacks the required creation_time; recording the time of the reply"
+        );
+    }
+    if s.size_bytes < 0 {
+        tracing::warn!(
+            snapshot_handle = %s.snapshot_id,
+            size_bytes = s.size_bytes,
+            "driver reply has a negative size_bytes; restoreSize is not written"
+        );
+    }
     Ok(SnapshotInfo {
         creation_time_ns: timestamp_ns(s.creation_time)?,
         snapshot_id: s.snapshot_id,
@@ -377,6 +392,12 @@ fn snapshot_info(s: v1::Snapshot) -> Result<SnapshotInfo, CsiError> {
 }
 
 fn group_info(g: v1::VolumeGroupSnapshot) -> Result<GroupSnapshotInfo, CsiError> {
+    if g.creation_time.is_none() {
+        tracing::warn!(
+            group_snapshot_handle = %g.group_snapshot_id,
+            "driver reply lacks the required creation_time; recording the time of the reply"
+        );
+    }
     Ok(GroupSnapshotInfo {
         creation_time_ns: timestamp_ns(g.creation_time)?,
         group_snapshot_id: g.group_snapshot_id,
