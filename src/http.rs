@@ -35,7 +35,8 @@ pub const LEADER_HEALTH_PATH: &str = "/healthz/leader-election";
 /// Path of the readiness check.
 pub const READY_PATH: &str = "/readyz";
 /// The readiness condition met once the controllers' watch caches have
-/// synced (never on a standby replica, which does not watch).
+/// synced. A standby replica does not watch, so it is not asked of it (see
+/// [`Readiness::set_standby`]).
 pub const CACHES_SYNCED: &str = "watch caches synced";
 
 type Check = Box<dyn Fn() -> bool + Send + Sync>;
@@ -47,6 +48,7 @@ type Flag = (String, Arc<AtomicBool>);
 #[derive(Clone, Default)]
 pub struct Readiness {
     driver_ready: Arc<AtomicBool>,
+    standby: Arc<AtomicBool>,
     checks: Arc<Mutex<Vec<(String, Check)>>>,
     flags: Arc<Mutex<Vec<Flag>>>,
 }
@@ -68,6 +70,15 @@ impl Readiness {
     /// Records whether the CSI driver answered Probe as ready.
     pub fn set_driver_ready(&self, ready: bool) {
         self.driver_ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Marks this replica as a standby under leader election (or as the
+    /// leader again). A standby runs no controllers, so only the driver's
+    /// Probe counts: it is ready to take over, and a rolling update of a
+    /// multi-replica deployment is not held up by replicas that wait for
+    /// the Lease.
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::SeqCst);
     }
 
     /// Adds a condition named `name` (e.g. `volumesnapshotcontents cache synced`).
@@ -114,13 +125,14 @@ impl Readiness {
         if !self.driver_ready.load(Ordering::SeqCst) {
             missing.push("CSI driver not ready".to_string());
         }
+        let standby = self.standby.load(Ordering::SeqCst);
         for (name, check) in self
             .checks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            if !check() {
+            if !standby && !check() {
                 missing.push(name.clone());
             }
         }

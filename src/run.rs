@@ -444,10 +444,12 @@ async fn serve(
         drain(controllers).await;
         return 0;
     };
+    started.readiness.set_standby(true);
     if !elector.acquire(&shutdown_token).await {
         // Shut down before this replica ever led: nothing to stop.
         return 0;
     }
+    started.readiness.set_standby(false);
     let release_on_exit = started.config.feature_gates.release_leader_election_on_exit;
     // The Lease is renewed until the controllers have drained, so no other
     // replica starts while calls and writes are still in flight here.

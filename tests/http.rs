@@ -264,3 +264,32 @@ async fn required_conditions_hold_readiness_until_satisfied() {
     assert_eq!(get(addr, "/readyz").await, (200, "ok".to_string()));
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_standby_is_ready_once_the_driver_is() {
+    let readiness = Readiness::new();
+    readiness.require(http::CACHES_SYNCED);
+    readiness.set_standby(true);
+    let config = HttpConfig {
+        metrics_path: "/metrics".into(),
+        leader_health: None,
+        readiness: readiness.clone(),
+    };
+    let (addr, stop) = serve(Registry::new(), config).await;
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("CSI driver not ready") && !body.contains(http::CACHES_SYNCED),
+        "{body}"
+    );
+    readiness.set_driver_ready(true);
+    assert_eq!(get(addr, "/readyz").await, (200, "ok".to_string()));
+    // Elected: now the controllers' caches must sync first.
+    readiness.set_standby(false);
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains(http::CACHES_SYNCED), "{body}");
+    readiness.satisfy(http::CACHES_SYNCED);
+    assert_eq!(get(addr, "/readyz").await, (200, "ok".to_string()));
+    stop.cancel();
+}
