@@ -1,9 +1,11 @@
 //! CSI secrets never reach log output, at any verbosity, while requests and
 //! replies are logged at TRACE with the values replaced by `***stripped***`.
 
+#[path = "support/capture.rs"]
+mod capture;
+use capture::Capture;
+
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use csi_snapshotter::csi::client::{ConnectOptions, CsiConnection};
@@ -18,27 +20,6 @@ use tracing::Level;
 
 const SECRET_VALUE: &str = "S3cr3t-Valu3-9f1c";
 const SECRET_KEY: &str = "csi-user-password";
-
-/// A `MakeWriter` collecting everything written into one buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 fn secrets() -> Secrets {
     Secrets::new(BTreeMap::from([(

@@ -3,9 +3,11 @@
 //! warnings naming the snapshot, so an operator can see why a content shows
 //! the time of the reply or no restoreSize.
 
+#[path = "support/capture.rs"]
+mod capture;
+use capture::Capture;
+
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use csi_snapshotter::csi::client::{ConnectOptions, CsiConnection};
@@ -13,26 +15,6 @@ use csi_snapshotter::csi::connection::LossHandler;
 use csi_snapshotter::csi::driver::{CreateSnapshotArgs, Secrets, SnapshotDriver};
 use csi_snapshotter::metrics::{CsiOperationMetrics, Registry};
 use csi_snapshotter::testing::mock_driver::{Malformed, MockConfig, MockDriver};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 async fn create_with(m: Malformed, name: &str) {
     let dir = tempfile::tempdir().unwrap();
