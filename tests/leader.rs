@@ -25,6 +25,18 @@ fn config(identity: &str, lease: Duration, renew: Duration, retry: Duration) -> 
     c
 }
 
+/// Timings with more room than [`fast`], for the test whose leader must
+/// keep renewing through a long drain on a loaded machine (a renewal that
+/// misses its deadline there would end the lead, not test the drain).
+fn roomy(identity: &str) -> LeaderConfig {
+    config(
+        identity,
+        Duration::from_secs(4),
+        Duration::from_secs(3),
+        Duration::from_millis(500),
+    )
+}
+
 fn fast(identity: &str) -> LeaderConfig {
     config(
         identity,
@@ -310,7 +322,7 @@ async fn the_lease_is_renewed_until_the_work_has_drained() {
     let server = ApiServer::start(ApiServerOptions::default())
         .await
         .expect("api server");
-    let a = elector(&server, fast("replica-a"), None).await;
+    let a = elector(&server, roomy("replica-a"), None).await;
     let shutdown = CancellationToken::new();
     assert!(a.acquire(&shutdown).await);
     let drained = Arc::new(AtomicBool::new(false));
@@ -320,8 +332,8 @@ async fn the_lease_is_renewed_until_the_work_has_drained() {
             let end = a
                 .lead_while(&shutdown, |stop| async move {
                     stop.cancelled().await;
-                    // A drain longer than the 2 s lease duration.
-                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    // A drain longer than the 4 s lease duration.
+                    tokio::time::sleep(Duration::from_secs(6)).await;
                     drained.store(true, Ordering::SeqCst);
                 })
                 .await;
@@ -329,12 +341,12 @@ async fn the_lease_is_renewed_until_the_work_has_drained() {
             (end, released)
         })
     };
-    let b = spawn(elector(&server, fast("replica-b"), None).await);
+    let b = spawn(elector(&server, roomy("replica-b"), None).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.cancel();
     // B must not lead while A drains, even though the drain outlasts A's
     // lease duration.
-    until("drain done", Duration::from_secs(10), || {
+    until("drain done", Duration::from_secs(15), || {
         assert!(
             !b.leading.load(Ordering::SeqCst),
             "B led while A was still draining"
@@ -345,7 +357,7 @@ async fn the_lease_is_renewed_until_the_work_has_drained() {
     let (end, released) = led.await.unwrap();
     assert_eq!(end, Leadership::Cancelled);
     assert!(released);
-    until("b takes over", Duration::from_secs(5), || {
+    until("b takes over", Duration::from_secs(8), || {
         b.leading.load(Ordering::SeqCst)
     })
     .await;
