@@ -2,9 +2,13 @@
 //! patch and delete of snapshot objects and Secrets work as on a real
 //! cluster. Skipped (one line) when `kubectl` is not on the PATH.
 
+#[path = "support/crds.rs"]
+mod crds;
+
 use std::path::Path;
 use std::process::Command;
 
+use crds::crd_dir;
 use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
 
 /// Runs kubectl with the server's kubeconfig; returns (success, stdout, stderr).
@@ -41,9 +45,10 @@ async fn kubectl_works_against_the_embedded_server() {
         println!("kubectl not found on the PATH: kubectl test skipped");
         return;
     }
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
+    let crds = crd_dir();
+    let with_schemas = crds.is_some();
     let server = ApiServer::start(ApiServerOptions {
-        crd_schemas: crds.is_dir().then_some(crds),
+        crd_schemas: crds,
         ..Default::default()
     })
     .await
@@ -132,7 +137,7 @@ async fn kubectl_works_against_the_embedded_server() {
             ],
         );
         assert!(!ok, "an invalid enum value must be refused");
-        if crds_present() {
+        if with_schemas {
             assert!(
                 err.contains("Unsupported value") || err.contains("Invalid"),
                 "{err}"
@@ -158,10 +163,4 @@ async fn kubectl_works_against_the_embedded_server() {
     .await
     .unwrap();
     server.shutdown().await;
-}
-
-fn crds_present() -> bool {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/crds")
-        .is_dir()
 }

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,18 +35,9 @@ pub const DRIVER: &str = "hostpath.csi.k8s.io";
 /// The VS UID of the default content.
 pub const UID: &str = "6f1e2d3c-0000-4000-8000-000000000001";
 
-/// The upstream CRDs next to the checkout, if present.
-pub fn crd_dir() -> Option<PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let found = root
-        .ancestors()
-        .map(|p| p.join("shared/crds"))
-        .find(|p| p.is_dir());
-    if found.is_none() {
-        eprintln!("shared/crds not found next to the checkout: running without CRD schemas");
-    }
-    found
-}
+#[path = "../support/crds.rs"]
+mod crds;
+pub use crds::crd_dir;
 
 #[derive(Default)]
 struct FakeState {

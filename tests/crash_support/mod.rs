@@ -18,6 +18,13 @@ use serde_json::{Value, json};
 use tokio::process::Child;
 use tokio::sync::watch;
 
+#[path = "../support/crds.rs"]
+mod crds;
+#[path = "../support/splitmix.rs"]
+mod splitmix;
+pub use crds::crd_dir;
+use splitmix::SplitMix64;
+
 /// The sidecar binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_csi-snapshotter");
 /// REST path of VolumeSnapshotContents.
@@ -48,20 +55,6 @@ pub const RPCS: [&str; 10] = [
     "DeleteVolumeGroupSnapshot",
 ];
 
-/// The upstream CRDs next to the checkout, if present (one line on stderr
-/// when they are not: the API server then runs without schema checks).
-pub fn crd_dir() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let found = root
-        .ancestors()
-        .map(|p| p.join("shared/crds"))
-        .find(|p| p.is_dir());
-    if found.is_none() {
-        eprintln!("shared/crds not found next to the checkout: running without CRD schemas");
-    }
-    found
-}
-
 /// The seed: `CRASH_SEED` when set, else the clock.
 pub fn seed() -> u64 {
     match std::env::var("CRASH_SEED") {
@@ -76,28 +69,26 @@ pub fn seed() -> u64 {
     }
 }
 
-/// SplitMix64: tiny, seeded, good enough to pick delays and subsets.
+/// Seeded picks of delays and subsets.
 #[derive(Debug, Clone)]
-pub struct Prng(u64);
+pub struct Prng(SplitMix64);
 
 impl Prng {
     /// A generator for `seed`; `stream` separates independent sequences.
     pub fn new(seed: u64, stream: u64) -> Prng {
-        Prng(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        Prng(SplitMix64::new(
+            seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        self.0.below(n)
     }
 
     /// A duration uniform in `lo..=hi`, in whole milliseconds.

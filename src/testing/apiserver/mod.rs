@@ -277,10 +277,9 @@ impl ApiServer {
         tokio::fs::write(&kubeconfig, kubeconfig_yaml(addr)).await?;
         let restricted_kubeconfig = match &opts.restricted {
             Some(_) => {
-                let path = kubeconfig.with_file_name(match kubeconfig.file_name() {
-                    Some(f) => format!("{}.restricted", f.to_string_lossy()),
-                    None => "kubeconfig.restricted".to_string(),
-                });
+                let mut path = kubeconfig.clone().into_os_string();
+                path.push(".restricted");
+                let path = PathBuf::from(path);
                 tokio::fs::write(
                     &path,
                     kubeconfig_yaml_with_token(addr, rbac::RESTRICTED_TOKEN),
