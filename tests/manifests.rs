@@ -6,6 +6,9 @@
 //! Pod Security level, and every flag passed to the sidecar is one the binary
 //! accepts.
 
+#[path = "support/crds.rs"]
+mod crds;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -759,18 +762,13 @@ fn migration_guide_covers_every_flag_of_the_binary() {
     );
 }
 
-/// Custom resources in the manifests also pass the upstream CRD schemas
-/// (shared/crds beside the repository; skipped where it is absent).
+/// Custom resources in the manifests also pass the CRD schemas (the
+/// upstream ones when shared/crds is beside the repository, the built-in
+/// ones otherwise).
 #[cfg(feature = "testing")]
 #[test]
 fn custom_resources_pass_the_crd_schemas() {
-    use csi_snapshotter::testing::apiserver::schema::Schemas;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
-    if !dir.is_dir() {
-        println!("manifests: CRD check skipped (../shared/crds not found)");
-        return;
-    }
-    let schemas = Schemas::load_dir(&dir).expect("load CRDs");
+    let schemas = crds::schemas();
     let mut checked = 0;
     for doc in load_docs() {
         let api_version = doc.value["apiVersion"].as_str().unwrap_or_default();

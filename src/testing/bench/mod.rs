@@ -97,7 +97,8 @@ struct Args {
     /// Extra flag for the sidecar, e.g. --sidecar-arg=--v=5 (repeatable).
     #[arg(long = "sidecar-arg", value_name = "FLAG", allow_hyphen_values = true)]
     sidecar_args: Vec<String>,
-    /// Directory of CRD YAML files: the API server validates against them.
+    /// Directory of CRD YAML files: the API server validates against them
+    /// instead of its built-in schemas.
     #[arg(long, value_name = "DIR")]
     crd_schemas: Option<PathBuf>,
     /// Also write the JSON report to this file.

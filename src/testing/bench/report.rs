@@ -65,7 +65,8 @@ pub struct Settings {
     pub sidecar_binary: String,
     /// Extra sidecar flags.
     pub sidecar_args: Vec<String>,
-    /// Whether the API server validated against the CRD schemas.
+    /// Whether the API server validated against CRD files (`--crd-schemas`)
+    /// rather than its built-in schemas.
     pub crd_schemas: bool,
 }
 
@@ -219,7 +220,11 @@ impl fmt::Display for Report {
             qps_text(s.kube_api_qps, s.kube_api_burst),
             s.driver_latency_ms,
             s.ready_after_polls,
-            if s.crd_schemas { "on" } else { "off" }
+            if s.crd_schemas {
+                "CRD files"
+            } else {
+                "built in"
+            }
         )?;
         writeln!(
             f,
