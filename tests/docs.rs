@@ -74,6 +74,8 @@ const OTHER_TOOLS_FLAGS: &[&str] = &[
     "volume",
     "name",
     "detach",
+    // scripts/build-image.sh
+    "nonroot",
     // curl, git
     "silent",
     "fail",
