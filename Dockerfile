@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # Container image of the csi-snapshotter sidecar: one statically linked binary
-# in an otherwise empty image (no shell, no libc, no /etc). See docs/image.md.
+# and the CA bundle in an otherwise empty image (no shell, no libc). See
+# docs/image.md.
 #
 #   docker build -t csi-snapshotter:0.1.0 .                            # runs as root, like upstream
 #   docker build -t csi-snapshotter:0.1.0-nonroot --target nonroot .   # runs as 65532:65532
@@ -21,7 +22,7 @@ ARG VERSION=""
 # Source revision for the image label (scripts/build-image.sh passes the git commit).
 ARG REVISION=""
 # Stage the binary comes from: "build" compiles it below, "prebuilt" takes
-# ./csi-snapshotter from the build context.
+# ./csi-snapshotter and ./ca-certificates.crt from the build context.
 ARG BINARY=build
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
@@ -54,6 +55,7 @@ RUN set -eu; \
 
 FROM scratch AS prebuilt
 COPY csi-snapshotter /csi-snapshotter
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 
 FROM ${BINARY} AS binary
 
@@ -68,6 +70,10 @@ LABEL org.opencontainers.image.title="csi-snapshotter" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=binary /csi-snapshotter /csi-snapshotter
+# The Kubernetes client's TLS set-up loads the system's CA bundle even when
+# the kubeconfig or service account carries the cluster's CA, and fails on an
+# empty store; distroless "static" ships the same bundle.
+COPY --from=binary /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 USER 0:0
 ENTRYPOINT ["/csi-snapshotter"]
 

@@ -59,10 +59,12 @@ CSI_SNAPSHOTTER_VERSION="$version" RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --no-default-features --target "$target" >&2
 binary="${CARGO_TARGET_DIR:-target}/${target}/release/csi-snapshotter"
 
-# An empty image has no dynamic loader: the binary must be static.
-if ldd "$binary" >/dev/null 2>&1; then
+# An empty image has no dynamic loader: the binary must be static (ldd says
+# "statically linked" for a static PIE, "not a dynamic executable" otherwise).
+linkage=$(ldd "$binary" 2>&1 || true)
+if [[ "$linkage" != *"statically linked"* && "$linkage" != *"not a dynamic executable"* ]]; then
     echo "build-image: $binary is dynamically linked:" >&2
-    ldd "$binary" >&2
+    echo "$linkage" >&2
     exit 1
 fi
 if command -v file >/dev/null; then
@@ -73,6 +75,11 @@ fi
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 cp "$binary" "$context/csi-snapshotter"
+# The CA bundle the image carries, as distroless "static" does (the
+# Kubernetes client loads it at startup).
+ca_bundle=/etc/ssl/certs/ca-certificates.crt
+[[ -s "$ca_bundle" ]] || { echo "build-image: $ca_bundle is missing (install ca-certificates)" >&2; exit 1; }
+cp "$ca_bundle" "$context/ca-certificates.crt"
 revision=$(git rev-parse HEAD 2>/dev/null || true)
 
 echo "build-image: $engine build --target $variant -t $tag" >&2

@@ -151,7 +151,6 @@ start_sidecar() {
     local name=$1 img=$2
     shift 2
     local container="csi-snapshotter-smoke-$name-$$"
-    containers+=("$container")
     podman run --detach --name "$container" \
         --network=host --read-only --cap-drop=ALL --security-opt=no-new-privileges \
         --volume "$work/$name:/csi" \
@@ -223,18 +222,24 @@ snapshot_cycle() {
 step "run 1: default image (root) against a root-owned 0755 socket"
 start_driver root
 c=$(start_sidecar root "$image")
+containers+=("$c")
 snapshot_cycle root "$c"
+# One sidecar at a time: each watches every content of the driver name.
+podman rm -f "$c" >/dev/null
 
 step "run 2: non-root image against a socket its supplementary group may write (as with fsGroup)"
 start_driver nonroot
 chgrp "$SOCKET_GROUP" "$work/nonroot/csi.sock"
 chmod 0775 "$work/nonroot/csi.sock"
 c=$(start_sidecar nonroot "$image_nonroot" --group-add "$SOCKET_GROUP")
+containers+=("$c")
 snapshot_cycle nonroot "$c"
+podman rm -f "$c" >/dev/null
 
 step "run 3: non-root image against a root-owned 0755 socket"
 start_driver denied
 c=$(start_sidecar denied "$image_nonroot")
+containers+=("$c")
 line=""
 for _ in $(seq $((LOG_TIMEOUT * 2))); do
     line=$(podman logs "$c" 2>&1 | grep -m 1 'permission denied on the CSI driver socket' || true)
