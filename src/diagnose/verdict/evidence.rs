@@ -61,6 +61,18 @@ pub fn describe_event(e: &Event, now: Timestamp) -> String {
     )
 }
 
+/// An event whose message is already shown (as `status.error`): type,
+/// reason, count and time only.
+pub fn describe_event_brief(e: &Event, now: Timestamp) -> String {
+    let count = e.count.unwrap_or(1);
+    let when = event_time(e).map_or_else(|| "unknown time".to_owned(), |t| ago(t, now));
+    format!(
+        "event {} {} (x{count}, last {when}): same message as status.error",
+        e.type_.as_deref().unwrap_or("Normal"),
+        e.reason.as_deref().unwrap_or("")
+    )
+}
+
 /// `37s ago`, `5m ago`, `2h ago`, `3d ago`.
 pub fn ago(t: Timestamp, now: Timestamp) -> String {
     format!("{} ago", span(seconds_between(t, now)))
