@@ -28,6 +28,8 @@ mod settings;
 mod sidecar;
 #[path = "e2e/standin.rs"]
 mod standin;
+#[path = "e2e/volume.rs"]
+mod volume;
 
 use std::io::Write;
 use std::time::Instant;
@@ -75,7 +77,17 @@ struct Summary {
 
 /// Runs the selected scenarios one after another. A failing scenario does
 /// not stop the others.
-async fn run(settings: Settings) -> Summary {
+async fn run(mut settings: Settings) -> Summary {
+    let source = match (settings.create_volume, &settings.sidecar) {
+        (true, Some(launch)) => match volume::SourceVolume::create(&launch.csi_address).await {
+            Ok(v) => {
+                settings.volume_handle = Some(v.handle.clone());
+                Some(v)
+            }
+            Err(e) => panic!("e2e: cannot create the source volume: {e}"),
+        },
+        _ => None,
+    };
     let client = match cluster::connect(&settings).await {
         Ok(client) => client,
         Err(e) => panic!("e2e: cannot use the cluster: {e}"),
@@ -137,6 +149,9 @@ async fn run(settings: Settings) -> Summary {
     if let Some(task) = standin {
         task.abort();
     }
+    if let Some(v) = source {
+        v.delete().await;
+    }
     say(&format!(
         "e2e: {ran} scenarios run, {} failed, {} skipped",
         summary.failed.len(),
@@ -190,6 +205,9 @@ fn suite_passes_against_the_stand_in() {
             driver: MockConfig::default().driver_name,
             storage_class: None,
             volume_handle: None,
+            // One source volume from the driver's CreateVolume, as on the
+            // real-stack rig, where the hostpath driver needs a real one.
+            create_volume: true,
             sidecar: Some(Launch {
                 binary: env!("CARGO_BIN_EXE_csi-snapshotter").into(),
                 csi_address: format!("unix://{}", socket.display()),
