@@ -85,6 +85,24 @@ async fn kubectl_works_against_the_embedded_server() {
         }
         assert!(resources.contains("vsclass"), "{resources}");
 
+        // kubectl explain reads the fields from /openapi/v3 and, in
+        // protobuf, from /openapi/v2.
+        let v3 = run(&["explain", "vsc.spec.source"]);
+        assert!(
+            v3.contains("snapshotHandle") && v3.contains("volumeHandle"),
+            "{v3}"
+        );
+        let v2 = run(&[
+            "explain",
+            "vgsc.spec.source.groupSnapshotHandles",
+            "--output=plaintext-openapiv2",
+        ]);
+        assert!(
+            v2.contains("volumeGroupSnapshotHandle\t<string> -required-")
+                && v2.contains("volumeSnapshotHandles\t<[]string> -required-"),
+            "{v2}"
+        );
+
         // Manifests the schema refuses, each for its own reason.
         for (bad, expected) in [
             (

@@ -199,3 +199,49 @@ async fn openapi_v3_describes_the_served_kinds_from_the_schemas() {
         .unwrap();
     assert_eq!(missing.code, 404);
 }
+
+/// `/openapi/v2` carries the same schemas as definitions (JSON by default,
+/// protobuf for kubectl's media type), each PATCH without strategic merge
+/// patch for the custom kinds.
+#[tokio::test]
+async fn openapi_v2_carries_the_same_schemas() {
+    use csi_snapshotter::testing::apiserver::schema::Schemas;
+    let s = ApiServer::start(ApiServerOptions::default()).await.unwrap();
+    let doc = s.request("GET", "/openapi/v2", None, None).await.unwrap();
+    assert_eq!(doc.code, 200, "{}", doc.body);
+    assert_eq!(doc.body["swagger"], "2.0");
+    let builtin = Schemas::builtin();
+    let mut vsclass =
+        doc.body["definitions"]["io.k8s.storage.snapshot.v1.VolumeSnapshotClass"].clone();
+    assert_eq!(
+        vsclass["x-kubernetes-group-version-kind"][0]["kind"],
+        "VolumeSnapshotClass"
+    );
+    vsclass
+        .as_object_mut()
+        .unwrap()
+        .remove("x-kubernetes-group-version-kind");
+    assert_eq!(
+        &vsclass,
+        builtin
+            .document("snapshot.storage.k8s.io", "v1", "volumesnapshotclasses")
+            .unwrap()
+    );
+    let patch = &doc.body["paths"]["/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses/{name}"]
+        ["patch"];
+    assert_eq!(
+        patch["consumes"],
+        json!([
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/apply-patch+yaml"
+        ])
+    );
+    let list = &doc.body["paths"]["/apis/snapshot.storage.k8s.io/v1/namespaces/{namespace}/volumesnapshots"]
+        ["get"];
+    assert_eq!(list["x-kubernetes-action"], "list");
+    assert_eq!(
+        list["responses"]["200"]["schema"]["$ref"],
+        "#/definitions/io.k8s.storage.snapshot.v1.VolumeSnapshotList"
+    );
+}

@@ -245,7 +245,12 @@ pub(crate) async fn handle(
         }
         Route::OpenApi(path) => {
             sh.counters.hit("GET", "openapi", "");
-            return Ok(match sh.openapi.get(&path) {
+            let accept = parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            return Ok(match sh.openapi.get(&path, accept) {
                 Some(doc) => {
                     let mut r = bytes_response(200, doc.body.clone());
                     r.headers_mut().insert(

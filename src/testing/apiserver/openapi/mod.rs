@@ -4,7 +4,9 @@
 //! fields itself and sends `fieldValidation=Strict`) and pick a patch type
 //! the resource accepts.
 
+mod gnostic;
 mod model;
+mod v2;
 mod v3;
 
 use std::collections::BTreeMap;
@@ -32,9 +34,17 @@ impl Document {
     }
 }
 
+/// The media type kubectl asks `/openapi/v2` for.
+const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The media type of the answer: the same with `.` for `@`, which is not
+/// allowed in a media type (Go clients refuse to parse it).
+const V2_PROTOBUF_ANSWER: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
 /// Every OpenAPI document of the server, rendered once at start.
 #[derive(Debug)]
 pub(crate) struct OpenApi {
+    v2_json: Document,
+    v2_protobuf: Document,
     v3_index: Document,
     /// By path under `/openapi/v3/` (`apis/<g>/<v>`, `api/v1`).
     v3: BTreeMap<String, Document>,
@@ -62,15 +72,24 @@ impl OpenApi {
             );
             v3.insert(path, doc);
         }
+        let v2 = v2::document(schemas);
         OpenApi {
+            v2_protobuf: Document {
+                content_type: V2_PROTOBUF_ANSWER,
+                body: Bytes::from(gnostic::encode(&v2)),
+            },
+            v2_json: Document::json(&v2),
             v3_index: Document::json(&json!({"paths": index})),
             v3,
         }
     }
 
-    /// The document at `/openapi/<rest>`, if any.
-    pub(crate) fn get(&self, rest: &str) -> Option<&Document> {
+    /// The document at `/openapi/<rest>`, if any; `/openapi/v2` in
+    /// protobuf when `accept` names it.
+    pub(crate) fn get(&self, rest: &str, accept: &str) -> Option<&Document> {
         match rest.split_once('/') {
+            None if rest == "v2" && accept.contains(V2_PROTOBUF) => Some(&self.v2_protobuf),
+            None if rest == "v2" => Some(&self.v2_json),
             None if rest == "v3" => Some(&self.v3_index),
             Some(("v3", gv)) => self.v3.get(gv),
             _ => None,
