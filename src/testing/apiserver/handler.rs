@@ -60,6 +60,8 @@ impl Target {
 
 enum Route {
     Doc(Value),
+    /// A document under `/openapi/`.
+    OpenApi(String),
     Text(&'static str),
     Resource(Target),
 }
@@ -140,7 +142,7 @@ fn route(path: &str, addr: std::net::SocketAddr) -> Option<Route> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match s.as_slice() {
         [] => Some(Route::Doc(
-            json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]}),
+            json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]}),
         )),
         ["version"] => Some(Route::Doc(discovery::version())),
         ["healthz" | "livez" | "readyz"] => Some(Route::Text("ok")),
@@ -149,6 +151,7 @@ fn route(path: &str, addr: std::net::SocketAddr) -> Option<Route> {
         ["apis"] => Some(Route::Doc(discovery::group_list())),
         ["apis", g] => discovery::group(g).map(Route::Doc),
         ["apis", g, v] => discovery::resource_list(g, v).map(Route::Doc),
+        ["openapi", rest @ ..] => Some(Route::OpenApi(rest.join("/"))),
         ["api", v, rest @ ..] => resource_route("", v, rest).map(Route::Resource),
         ["apis", g, v, rest @ ..] => resource_route(g, v, rest).map(Route::Resource),
         _ => None,
@@ -239,6 +242,25 @@ pub(crate) async fn handle(
                 return Ok(error_response(&ApiError::method_not_allowed()));
             }
             return Ok(json_response(200, &d));
+        }
+        Route::OpenApi(path) => {
+            sh.counters.hit("GET", "openapi", "");
+            let accept = parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            return Ok(match sh.openapi.get(&path, accept) {
+                Some(doc) => {
+                    let mut r = bytes_response(200, doc.body.clone());
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static(doc.content_type),
+                    );
+                    r
+                }
+                None => error_response(&ApiError::no_route()),
+            });
         }
         Route::Text(s) => {
             let mut r = Response::new(Full::new(Bytes::from_static(s.as_bytes())).boxed_unsync());

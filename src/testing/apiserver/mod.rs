@@ -16,9 +16,9 @@
 //!   and `kubectl get` falls back to NAME/AGE columns (no server-side Table);
 //! - server-side apply is applied as a merge patch (creating the object if
 //!   missing); no `managedFields` are synthesized;
-//! - no OpenAPI documents (`/openapi/v2`, `/openapi/v3`), so kubectl's
-//!   client-side validation cannot run: use `--validate=false` with
-//!   `create` and `apply` (the server still checks the CRD schemas);
+//! - the OpenAPI documents describe the fields of the custom resources
+//!   only; the built-in kinds are objects without described fields (kubectl
+//!   then patches them from its compiled-in types);
 //! - no garbage collector: `ownerReferences` and propagation policies are
 //!   stored but do not cascade; deleting a namespace deletes its content at
 //!   once (the namespace controller's job) and the namespace goes with its
@@ -35,6 +35,7 @@ mod eventsv1;
 mod faults;
 mod handler;
 mod object;
+mod openapi;
 mod patch;
 mod protobuf;
 pub mod raw;
@@ -117,6 +118,8 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     pub(crate) counters: Counters,
     pub(crate) validator: Option<Box<dyn Validator>>,
+    /// `/openapi/v2` and `/openapi/v3`, from the same schemas.
+    pub(crate) openapi: openapi::OpenApi,
     pub(crate) addr: SocketAddr,
     /// Rules of the restricted user, when there is one.
     pub(crate) rbac: Option<RbacPolicy>,
@@ -236,6 +239,7 @@ impl ApiServer {
     /// Binds, writes the kubeconfig and starts serving.
     pub async fn start(opts: ApiServerOptions) -> io::Result<ApiServer> {
         let schemas = load_schemas(opts.crd_schemas.as_deref())?;
+        let openapi = openapi::OpenApi::build(&schemas);
         let validator: Option<Box<dyn Validator>> = Some(Box::new(SchemaValidator(schemas)));
         let listen = opts
             .listen
@@ -249,6 +253,7 @@ impl ApiServer {
             faults: Faults::default(),
             counters: Counters::default(),
             validator,
+            openapi,
             addr,
             rbac: opts.restricted.clone(),
             forbidden: AtomicU64::new(0),
