@@ -147,7 +147,7 @@ async fn a_scrape_shows_every_family_with_its_labels() {
     }
     assert_eq!(
         label_names(&samples, "csi_sidecar_operations_seconds_count"),
-        vec![vec!["driver_name", "method_name", "grpc_status_code"]]
+        vec![vec!["driver_name", "grpc_status_code", "method_name"]]
     );
     let depth: Vec<_> = samples
         .iter()
