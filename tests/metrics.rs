@@ -435,6 +435,28 @@ async fn a_request_without_a_response_counts_as_error() {
 }
 
 #[tokio::test]
+async fn a_request_given_up_before_its_answer_counts_as_error() {
+    let server = ApiServer::start(ApiServerOptions::default())
+        .await
+        .expect("api server");
+    server
+        .faults()
+        .delay_matching("GET", "volumesnapshotcontents", Duration::from_secs(30));
+    let registry = Registry::new();
+    let metrics = RestClientMetrics::register(&registry).expect("fresh registry");
+    let config = load_config(Some(server.kubeconfig_path()))
+        .await
+        .expect("kubeconfig");
+    let host = server.addr().to_string();
+    let client = client_with_metrics(config, RateLimit::Unlimited, Some(&metrics)).expect("client");
+    let api: Api<VolumeSnapshotContent> = Api::all(client);
+    let call = tokio::time::timeout(Duration::from_millis(300), api.get("x")).await;
+    assert!(call.is_err(), "the delayed GET was given up");
+    assert_eq!(metrics.get(NO_RESPONSE_CODE, "GET", &host), 1.0);
+    assert_eq!(counted(&registry.encode_text(), &host).len(), 1);
+}
+
+#[tokio::test]
 async fn the_sidecar_counts_every_api_request_the_server_serves() {
     let s = start(&[]).await;
     let host = s.server.addr().to_string();
