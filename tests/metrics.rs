@@ -21,8 +21,12 @@ use futures::StreamExt;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
+
+#[path = "support/http_get.rs"]
+mod http_get;
+
+use http_get::get;
 
 const BIN: &str = env!("CARGO_BIN_EXE_csi-snapshotter");
 const MOCK: &str = "mock.csi.k8s.io";
@@ -85,31 +89,6 @@ async fn start(extra: &[&str]) -> Sidecar {
         _child: child,
         _dir: dir,
     }
-}
-
-/// A GET over a plain TCP connection: (status, body); status 0 while
-/// nothing listens.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// A dynamic content named `content-{i}` of the class `mock-class`.
@@ -356,19 +335,31 @@ fn counted_by_method(text: &str, host: &str) -> BTreeMap<String, f64> {
     out
 }
 
+/// A client of `config` counting its requests in a fresh registry:
+/// (registry, counter, API of contents).
+fn counted_client(
+    config: kube::Config,
+) -> (Registry, RestClientMetrics, Api<VolumeSnapshotContent>) {
+    let registry = Registry::new();
+    let metrics = RestClientMetrics::register(&registry).expect("fresh registry");
+    let client = client_with_metrics(config, RateLimit::Unlimited, Some(&metrics)).expect("client");
+    (registry, metrics, Api::all(client))
+}
+
+/// The kubeconfig of `server`.
+async fn config_of(server: &ApiServer) -> kube::Config {
+    load_config(Some(server.kubeconfig_path()))
+        .await
+        .expect("kubeconfig")
+}
+
 #[tokio::test]
 async fn every_request_of_a_client_is_counted_with_its_code_method_and_host() {
     let server = ApiServer::start(ApiServerOptions::default())
         .await
         .expect("api server");
-    let registry = Registry::new();
-    let metrics = RestClientMetrics::register(&registry).expect("fresh registry");
-    let config = load_config(Some(server.kubeconfig_path()))
-        .await
-        .expect("kubeconfig");
+    let (registry, _, api) = counted_client(config_of(&server).await);
     let host = server.addr().to_string();
-    let client = client_with_metrics(config, RateLimit::Unlimited, Some(&metrics)).expect("client");
-    let api: Api<VolumeSnapshotContent> = Api::all(client);
     let obj = |i| serde_json::from_value::<VolumeSnapshotContent>(content(i)).expect("content");
 
     let before = server.request_counts();
@@ -421,10 +412,7 @@ async fn a_request_without_a_response_counts_as_error() {
         .expect("free port");
     // The listener is gone: the connection is refused.
     let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
-    let registry = Registry::new();
-    let metrics = RestClientMetrics::register(&registry).expect("fresh registry");
-    let client = client_with_metrics(config, RateLimit::Unlimited, Some(&metrics)).expect("client");
-    let api: Api<VolumeSnapshotContent> = Api::all(client);
+    let (registry, metrics, api) = counted_client(config);
     assert!(api.get("x").await.is_err());
     assert_eq!(metrics.get(NO_RESPONSE_CODE, "GET", &addr.to_string()), 1.0);
     assert_eq!(
@@ -442,14 +430,8 @@ async fn a_request_given_up_before_its_answer_counts_as_error() {
     server
         .faults()
         .delay_matching("GET", "volumesnapshotcontents", Duration::from_secs(30));
-    let registry = Registry::new();
-    let metrics = RestClientMetrics::register(&registry).expect("fresh registry");
-    let config = load_config(Some(server.kubeconfig_path()))
-        .await
-        .expect("kubeconfig");
+    let (registry, metrics, api) = counted_client(config_of(&server).await);
     let host = server.addr().to_string();
-    let client = client_with_metrics(config, RateLimit::Unlimited, Some(&metrics)).expect("client");
-    let api: Api<VolumeSnapshotContent> = Api::all(client);
     let call = tokio::time::timeout(Duration::from_millis(300), api.get("x")).await;
     assert!(call.is_err(), "the delayed GET was given up");
     assert_eq!(metrics.get(NO_RESPONSE_CODE, "GET", &host), 1.0);
