@@ -174,7 +174,7 @@ impl Tracker {
         let seen: Arc<Mutex<HashMap<String, Seen>>> = Arc::default();
         let rv = server.resource_version();
         let mut watch = open(server, rv).await?;
-        let addr = server.addr();
+        let endpoint = server.endpoint();
         let map = seen.clone();
         let task = tokio::spawn(async move {
             let mut rv = rv;
@@ -189,7 +189,8 @@ impl Tracker {
                     // The stream ended or broke: resume from the last version.
                     _ => loop {
                         let path = watch_path(rv);
-                        match crate::testing::apiserver::raw::RawWatch::open(addr, &path).await {
+                        match crate::testing::apiserver::raw::RawWatch::open(&endpoint, &path).await
+                        {
                             Ok(w) => {
                                 watch = w;
                                 break;
