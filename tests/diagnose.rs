@@ -754,13 +754,9 @@ async fn healthy_and_unreachable_exit_statuses() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
-    let addr = server.addr();
+    let kubeconfig = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
     drop(server);
-    std::fs::write(
-        &path,
-        csi_snapshotter::testing::apiserver::kubeconfig_yaml(addr),
-    )
-    .unwrap();
+    std::fs::write(&path, kubeconfig).unwrap();
     let out = tokio::process::Command::new(BIN)
         .args(["diagnose", &format!("--kubeconfig={}", path.display())])
         .output()
