@@ -26,11 +26,12 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
+use prometheus::{CounterVec, GaugeVec};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::k8s::event::{EventRecorder, object_ref};
-use crate::metrics::{CounterVec, GaugeVec, MetricsError, Opts, Registry};
+use crate::metrics::{MetricsError, Registry, Stability};
 
 /// Prefix of the Lease name; the driver name follows.
 pub const LEASE_NAME_PREFIX: &str = "external-snapshotter-leader-";
@@ -202,7 +203,7 @@ impl LeaderMetrics {
     /// Registers both families in `registry`.
     pub fn register(registry: &Registry) -> Result<LeaderMetrics, MetricsError> {
         let master = registry.gauge_vec(
-            Opts::alpha(
+            Stability::Alpha.opts(
                 "leader_election_master_status",
                 "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates \
                  master. 'name' is the string used to identify the lease. Please make sure to group by name.",
@@ -210,7 +211,7 @@ impl LeaderMetrics {
             &["name"],
         )?;
         let slowpath = registry.counter_vec(
-            Opts::alpha(
+            Stability::Alpha.opts(
                 "leader_election_slowpath_total",
                 "Total number of slow path exercised in renewing leader leases. 'name' is the string used to \
                  identify the lease. Please make sure to group by name.",
@@ -219,16 +220,18 @@ impl LeaderMetrics {
         )?;
         let m = LeaderMetrics { master, slowpath };
         m.set_leader(false);
-        m.slowpath.with(&[""]).inc_by(0.0);
+        m.slowpath.with_label_values(&[""]);
         Ok(m)
     }
 
     fn set_leader(&self, leader: bool) {
-        self.master.with(&[""]).set(if leader { 1.0 } else { 0.0 });
+        self.master
+            .with_label_values(&[""])
+            .set(if leader { 1.0 } else { 0.0 });
     }
 
     fn slowpath(&self) {
-        self.slowpath.with(&[""]).inc();
+        self.slowpath.with_label_values(&[""]).inc();
     }
 }
 

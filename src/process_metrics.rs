@@ -1,211 +1,149 @@
-//! The `process_*` families, read from `/proc/self` at scrape time.
+//! The `process_*` families: the `prometheus` crate's process collector,
+//! exposed as the Go sidecar exposes them.
 //!
+//! Three adjustments keep the families as Kubernetes components serve
+//! them: `process_start_time_seconds` carries the `[ALPHA] ` help prefix
+//! (component-base registers it as alpha), `process_cpu_seconds_total`
+//! keeps its fraction of a second (the crate truncates it to whole
+//! seconds, which makes `rate()` of a lightly loaded sidecar jump between 0
+//! and 1/window), and the crate's extra `process_threads` is left out.
 //! Families whose source cannot be read (not Linux, hardened `/proc`) are
 //! left out rather than reported as zero.
 
-use std::sync::Arc;
+use crate::metrics::Registry;
 
-use crate::metrics::{
-    Collector, FamilySnapshot, MetricKind, Registry, SampleSnapshot, SampleValue,
-};
-
-/// Clock ticks per second of `/proc/<pid>/stat` times. `USER_HZ` is 100 on
-/// every Linux architecture the image targets.
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-
-/// Collector of the process families.
-#[derive(Debug, Default)]
-pub struct ProcessMetrics;
+/// The `process_*` collector.
+#[derive(Debug)]
+pub struct ProcessMetrics {
+    #[cfg(target_os = "linux")]
+    inner: prometheus::process_collector::ProcessCollector,
+}
 
 impl ProcessMetrics {
-    /// Registers the collector in `registry`.
+    /// Registers the collector in `registry`; a second registration in the
+    /// same registry is a no-op.
     pub fn register(registry: &Registry) {
-        registry.register_collector(Arc::new(ProcessMetrics));
-    }
-}
-
-/// Values of `/proc/self/stat` used here.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Stat {
-    cpu_seconds: f64,
-    start_ticks: u64,
-    virtual_bytes: u64,
-}
-
-/// Parses the content of `/proc/<pid>/stat`. The command name (field 2) is
-/// in parentheses and may contain spaces, so fields are counted from the
-/// last `)`.
-fn parse_stat(s: &str) -> Option<Stat> {
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): field n is f[n - 3].
-    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    let utime = field(14)?;
-    let stime = field(15)?;
-    Some(Stat {
-        cpu_seconds: (utime + stime) as f64 / CLOCK_TICKS_PER_SEC,
-        start_ticks: field(22)?,
-        virtual_bytes: field(23)?,
-    })
-}
-
-/// `btime` (boot time, seconds since the epoch) from `/proc/stat`.
-fn parse_boot_time(s: &str) -> Option<u64> {
-    s.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// `VmRSS` of `/proc/self/status`, in bytes.
-fn parse_rss_bytes(s: &str) -> Option<u64> {
-    let kb = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// The soft "Max open files" limit from `/proc/self/limits`.
-fn parse_max_fds(s: &str) -> Option<f64> {
-    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line["Max open files".len()..].split_whitespace().next()?;
-    if soft == "unlimited" {
-        Some(f64::INFINITY)
-    } else {
-        soft.parse().ok()
-    }
-}
-
-fn gauge(name: &str, help: &str, kind: MetricKind, v: f64) -> FamilySnapshot {
-    FamilySnapshot {
-        name: name.to_string(),
-        help: help.to_string(),
-        kind,
-        samples: vec![SampleSnapshot {
-            labels: Vec::new(),
-            value: SampleValue::Scalar(v),
-        }],
-    }
-}
-
-impl Collector for ProcessMetrics {
-    fn collect(&self) -> Vec<FamilySnapshot> {
-        let mut out = Vec::new();
-        let stat = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|s| parse_stat(&s));
-        if let Some(st) = stat {
-            out.push(gauge(
-                "process_cpu_seconds_total",
-                "Total user and system CPU time spent in seconds.",
-                MetricKind::Counter,
-                st.cpu_seconds,
-            ));
-            out.push(gauge(
-                "process_virtual_memory_bytes",
-                "Virtual memory size in bytes.",
-                MetricKind::Gauge,
-                st.virtual_bytes as f64,
-            ));
-            if let Some(boot) = std::fs::read_to_string("/proc/stat")
-                .ok()
-                .and_then(|s| parse_boot_time(&s))
-            {
-                out.push(gauge(
-                    "process_start_time_seconds",
-                    "[ALPHA] Start time of the process since unix epoch in seconds.",
-                    MetricKind::Gauge,
-                    boot as f64 + st.start_ticks as f64 / CLOCK_TICKS_PER_SEC,
-                ));
+        #[cfg(target_os = "linux")]
+        {
+            let me = ProcessMetrics {
+                inner: prometheus::process_collector::ProcessCollector::for_self(),
+            };
+            if let Err(e) = registry.register(me) {
+                tracing::debug!(error = %e, "Process metrics already registered");
             }
         }
-        if let Some(rss) = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| parse_rss_bytes(&s))
-        {
-            out.push(gauge(
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes.",
-                MetricKind::Gauge,
-                rss as f64,
-            ));
-        }
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            // The directory handle itself is one of the entries.
-            let open = dir.count().saturating_sub(1);
-            out.push(gauge(
-                "process_open_fds",
-                "Number of open file descriptors.",
-                MetricKind::Gauge,
-                open as f64,
-            ));
-        }
-        if let Some(max) = std::fs::read_to_string("/proc/self/limits")
-            .ok()
-            .and_then(|s| parse_max_fds(&s))
-        {
-            out.push(gauge(
-                "process_max_fds",
-                "Maximum number of open file descriptors.",
-                MetricKind::Gauge,
-                max,
-            ));
-        }
-        out
+        #[cfg(not(target_os = "linux"))]
+        let _ = registry;
     }
 }
 
-#[cfg(test)]
+#[cfg(target_os = "linux")]
+mod linux {
+    use prometheus::core::{Collector, Desc};
+    use prometheus::proto::MetricFamily;
+
+    use super::ProcessMetrics;
+    use crate::metrics::Stability;
+
+    /// The crate's family that the Go sidecar does not have.
+    const LEFT_OUT: &str = "process_threads";
+    const START_TIME: &str = "process_start_time_seconds";
+    const CPU: &str = "process_cpu_seconds_total";
+
+    /// User plus system CPU time of this process, in seconds.
+    fn cpu_seconds() -> Option<f64> {
+        let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+        Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+    }
+
+    impl Collector for ProcessMetrics {
+        fn desc(&self) -> Vec<&Desc> {
+            self.inner.desc()
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            let mut families = self.inner.collect();
+            families.retain(|f| f.name() != LEFT_OUT);
+            for f in &mut families {
+                match f.name() {
+                    START_TIME => {
+                        let help = Stability::Alpha.help(f.help());
+                        f.set_help(help);
+                    }
+                    CPU => {
+                        if let Some(seconds) = cpu_seconds() {
+                            for m in f.mut_metric() {
+                                let mut counter = m.get_counter().clone();
+                                counter.set_value(seconds);
+                                m.set_counter(counter);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            families
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_stat_with_spaces_in_the_command() {
-        let s = "1234 (csi snap) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 150 0 0 20 0 12 0 8000 104857600 2048 \
-                 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
-        let st = parse_stat(s).unwrap();
-        assert_eq!(st.cpu_seconds, 4.0);
-        assert_eq!(st.start_ticks, 8000);
-        assert_eq!(st.virtual_bytes, 104_857_600);
-    }
-
-    #[test]
-    fn parses_status_stat_and_limits() {
-        assert_eq!(
-            parse_rss_bytes("Name:\tx\nVmRSS:\t   2048 kB\n"),
-            Some(2048 * 1024)
-        );
-        assert_eq!(
-            parse_boot_time("cpu 1 2\nbtime 1700000000\n"),
-            Some(1_700_000_000)
-        );
-        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
-                      Max open files            1024                 1048576              files\n";
-        assert_eq!(parse_max_fds(limits), Some(1024.0));
-    }
-
-    #[test]
-    fn reads_this_process() {
-        if !std::path::Path::new("/proc/self/stat").exists() {
-            eprintln!("skipping: no /proc");
-            return;
-        }
-        let names: Vec<String> = ProcessMetrics
-            .collect()
-            .into_iter()
-            .map(|f| f.name)
-            .collect();
-        for n in [
-            "process_cpu_seconds_total",
-            "process_resident_memory_bytes",
-            "process_open_fds",
-            "process_start_time_seconds",
+    fn families_as_kubernetes_components_expose_them() {
+        let registry = Registry::new();
+        ProcessMetrics::register(&registry);
+        ProcessMetrics::register(&registry);
+        let text = registry.encode_text();
+        for family in [
+            "process_cpu_seconds_total counter",
+            "process_resident_memory_bytes gauge",
+            "process_virtual_memory_bytes gauge",
+            "process_open_fds gauge",
+            "process_max_fds gauge",
+            "process_start_time_seconds gauge",
         ] {
-            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+            assert_eq!(
+                text.matches(&format!("# TYPE {family}\n")).count(),
+                1,
+                "{family} once in\n{text}"
+            );
         }
+        assert!(!text.contains("process_threads"), "{text}");
+        assert!(
+            text.contains(
+                "# HELP process_start_time_seconds [ALPHA] Start time of the process since unix epoch in seconds.\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cpu_time_keeps_its_fraction() {
+        // Burn CPU until the tick count is not a whole second, then the
+        // exposed value must not be truncated to whole seconds.
+        let registry = Registry::new();
+        ProcessMetrics::register(&registry);
+        let value = || {
+            registry
+                .encode_text()
+                .lines()
+                .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        let mut x = 0u64;
+        for _ in 0..1000 {
+            let v = value().expect("cpu seconds exposed");
+            if v.fract() != 0.0 {
+                return;
+            }
+            for i in 0..200_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+        }
+        panic!("process_cpu_seconds_total stayed a whole number");
     }
 }

@@ -41,7 +41,9 @@ async fn server() -> (ApiServer, kube::Client) {
 async fn kubeconfig_is_read_by_kube_config() {
     let s = ApiServer::start(ApiServerOptions::default()).await.unwrap();
     let text = std::fs::read_to_string(s.kubeconfig_path()).unwrap();
-    assert!(text.contains(&format!("server: http://{}", s.addr())));
+    assert!(text.contains(&format!("server: https://{}", s.addr())));
+    assert!(text.contains("certificate-authority-data: "));
+    assert_eq!(s.url(), format!("https://{}", s.addr()));
     let kc = kube::config::Kubeconfig::read_from(s.kubeconfig_path()).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
@@ -49,6 +51,43 @@ async fn kubeconfig_is_read_by_kube_config() {
     let client = kube::Client::try_from(cfg).unwrap();
     let v = client.apiserver_version().await.unwrap();
     assert_eq!(v.major, "1");
+}
+
+#[tokio::test]
+async fn plain_http_only_when_asked_for() {
+    let s = ApiServer::start(ApiServerOptions {
+        plain_http: true,
+        ..ApiServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(s.kubeconfig_path()).unwrap();
+    assert!(text.contains(&format!("server: http://{}", s.addr())));
+    assert!(!text.contains("certificate-authority"));
+    let v = s.client().await.apiserver_version().await.unwrap();
+    assert_eq!(v.major, "1");
+    let r = s.request("GET", "/version", None, None).await.unwrap();
+    assert_eq!(r.code, 200);
+}
+
+#[tokio::test]
+async fn https_server_refuses_plain_http() {
+    let s = ApiServer::start(ApiServerOptions::default()).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&buf).contains("\"major\""));
+    // The same request over TLS is answered.
+    let r = s.request("GET", "/version", None, None).await.unwrap();
+    assert_eq!(r.code, 200);
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! kubectl against the embedded API server: discovery, get, create, apply,
 //! patch and delete of snapshot objects and Secrets work as on a real
-//! cluster. Skipped (one line) when `kubectl` is not on the PATH.
+//! cluster, with kubectl's default field validation (it reads the server's
+//! OpenAPI documents, and manifests the schema refuses are refused).
+//! Skipped (one line) when `kubectl` is not on the PATH.
 
 #[path = "support/crds.rs"]
 mod crds;
@@ -61,6 +63,13 @@ async fn kubectl_works_against_the_embedded_server() {
              metadata:\n  name: kc-class\ndriver: kc.csi.example.com\ndeletionPolicy: {policy}\n"
         )
     };
+    let secret = dir.path().join("secret.yaml");
+    std::fs::write(
+        &secret,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: kc-file-secret\n  namespace: default\n\
+         stringData:\n  user: u\n",
+    )
+    .unwrap();
 
     tokio::task::spawn_blocking(move || {
         let run = |args: &[&str]| kubectl_ok(&kc, &cache, args);
@@ -76,18 +85,64 @@ async fn kubectl_works_against_the_embedded_server() {
         }
         assert!(resources.contains("vsclass"), "{resources}");
 
+        // kubectl explain reads the fields from /openapi/v3 and, in
+        // protobuf, from /openapi/v2.
+        let v3 = run(&["explain", "vsc.spec.source"]);
+        assert!(
+            v3.contains("snapshotHandle") && v3.contains("volumeHandle"),
+            "{v3}"
+        );
+        let v2 = run(&[
+            "explain",
+            "vgsc.spec.source.groupSnapshotHandles",
+            "--output=plaintext-openapiv2",
+        ]);
+        assert!(
+            v2.contains("volumeGroupSnapshotHandle\t<string> -required-")
+                && v2.contains("volumeSnapshotHandles\t<[]string> -required-"),
+            "{v2}"
+        );
+
+        // Manifests the schema refuses, each for its own reason.
+        for (bad, expected) in [
+            (
+                class("Delete") + "colour: red\n",
+                "unknown field \"colour\"",
+            ),
+            (class("Sometimes"), "Unsupported value: \"Sometimes\""),
+            (
+                class("Delete").replace("kc.csi.example.com", "7"),
+                "driver in body must be of type string",
+            ),
+            (
+                class("Delete").replace("deletionPolicy: Delete\n", ""),
+                "deletionPolicy: Required value",
+            ),
+        ] {
+            std::fs::write(&manifest, &bad).unwrap();
+            for verb in ["create", "apply"] {
+                let (ok, out, err) =
+                    kubectl(&kc, &cache, &[verb, "-f", manifest.to_str().unwrap()]);
+                assert!(!ok && err.contains(expected), "{verb} {bad}:\n{out}\n{err}");
+            }
+        }
+
         std::fs::write(&manifest, class("Delete")).unwrap();
         let m = manifest.to_str().unwrap();
-        let created = run(&["create", "--validate=false", "-f", m]);
+        let created = run(&["create", "-f", m]);
         assert!(created.contains("kc-class created"), "{created}");
-        let (ok, _, err) = kubectl(&kc, &cache, &["create", "--validate=false", "-f", m]);
+        let (ok, _, err) = kubectl(&kc, &cache, &["create", "-f", m]);
         assert!(!ok && err.contains("AlreadyExists"), "{err}");
+        let created = run(&["create", "-f", secret.to_str().unwrap()]);
+        assert!(created.contains("kc-file-secret created"), "{created}");
+        let (ok, _, err) = kubectl(&kc, &cache, &["apply", "-f", secret.to_str().unwrap()]);
+        assert!(ok && !err.contains("error calculating patch"), "{err}");
 
         let listed = run(&["get", "volumesnapshotclasses"]);
         assert!(listed.contains("kc-class"), "{listed}");
 
         std::fs::write(&manifest, class("Retain")).unwrap();
-        let applied = run(&["apply", "--validate=false", "-f", m]);
+        let applied = run(&["apply", "-f", m]);
         assert!(applied.contains("configured"), "{applied}");
         let policy = run(&[
             "get",
@@ -152,6 +207,7 @@ async fn kubectl_works_against_the_embedded_server() {
         let (ok, _, err) = kubectl(&kc, &cache, &["get", "vsclass", "kc-class"]);
         assert!(!ok && err.contains("NotFound"), "{err}");
         run(&["delete", "secret", "kc-secret"]);
+        run(&["delete", "secret", "kc-file-secret"]);
     })
     .await
     .unwrap();

@@ -63,7 +63,15 @@ async fn create_sets_system_fields_and_drops_status() {
         obj.get("status").is_none(),
         "status is reset on create when /status exists"
     );
-    assert!(meta.get("managedFields").is_none());
+    // The raw client sends no User-Agent: upstream names the manager
+    // "unknown".
+    let mf = meta["managedFields"].as_array().unwrap();
+    assert_eq!(mf.len(), 1);
+    assert_eq!(mf[0]["manager"], "unknown");
+    assert_eq!(mf[0]["operation"], "Update");
+    assert_eq!(mf[0]["apiVersion"], "snapshot.storage.k8s.io/v1");
+    assert_eq!(mf[0]["fieldsType"], "FieldsV1");
+    assert!(mf[0]["fieldsV1"]["f:spec"].get(".").is_some());
     let got = s
         .request("GET", &format!("{VSC}/c1"), None, None)
         .await

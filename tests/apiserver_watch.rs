@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
+use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions, WatchHistory};
 use serde_json::{Value, json};
 
 const VSC: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents";
@@ -349,4 +349,77 @@ async fn watch_timeout_ends_the_stream() {
         .await
         .unwrap();
     assert!(w.next(WAIT).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_watch_behind_the_bounded_history_gets_410_in_the_stream() {
+    let s = ApiServer::start(ApiServerOptions {
+        watch_history: WatchHistory::Events(3),
+        ..ApiServerOptions::default()
+    })
+    .await
+    .unwrap();
+    let first = create(&s, "h0").await;
+    for i in 1..5 {
+        create(&s, &format!("h{i}")).await;
+    }
+    let mut w = s
+        .watch_raw(&format!("{VSC}?watch=true&resourceVersion={}", rv(&first)))
+        .await
+        .unwrap();
+    assert_eq!(w.code, 200);
+    let ev = w.next(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(ev["type"], "ERROR");
+    assert_eq!(ev["object"]["kind"], "Status");
+    assert_eq!(ev["object"]["status"], "Failure");
+    assert_eq!(ev["object"]["code"], 410);
+    assert_eq!(ev["object"]["reason"], "Expired");
+    let msg = ev["object"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with(&format!("too old resource version: {} (", rv(&first))),
+        "{msg}"
+    );
+    assert!(w.next(Duration::from_secs(10)).await.unwrap().is_none());
+    // The last three events are still served.
+    let recent = s.resource_version() - 2;
+    let mut w = s
+        .watch_raw(&format!("{VSC}?watch=true&resourceVersion={recent}"))
+        .await
+        .unwrap();
+    let ev = w.next(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(ev["type"], "ADDED");
+}
+
+#[tokio::test]
+async fn expired_watches_end_with_410_at_any_time() {
+    let s = server().await;
+    let now = s.resource_version();
+    let mut w = s
+        .watch_raw(&format!("{VSC}?watch=true&resourceVersion={now}"))
+        .await
+        .unwrap();
+    create(&s, "e1").await;
+    let ev = w.next(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(ev["type"], "ADDED");
+    s.faults().expire_watches();
+    let ev = w.next(Duration::from_secs(10)).await.unwrap().unwrap();
+    assert_eq!(ev["type"], "ERROR");
+    assert_eq!(ev["object"]["code"], 410);
+    assert_eq!(ev["object"]["reason"], "Expired");
+    assert!(w.next(Duration::from_secs(10)).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn watch_events_carry_managed_fields() {
+    let s = server().await;
+    let now = s.resource_version();
+    let mut w = s
+        .watch_raw(&format!("{VSC}?watch=true&resourceVersion={now}"))
+        .await
+        .unwrap();
+    create(&s, "m1").await;
+    let ev = w.next(Duration::from_secs(10)).await.unwrap().unwrap();
+    let mf = &ev["object"]["metadata"]["managedFields"][0];
+    assert_eq!(mf["operation"], "Update");
+    assert_eq!(mf["fieldsType"], "FieldsV1");
 }

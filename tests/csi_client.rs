@@ -86,7 +86,7 @@ async fn probe_deadline_is_retried_other_errors_are_fatal() {
     let text = env.registry.encode_text();
     assert!(
         text.contains(
-            r#"method_name="/csi.v1.Identity/Probe",grpc_status_code="DeadlineExceeded""#
+            r#"grpc_status_code="DeadlineExceeded",method_name="/csi.v1.Identity/Probe""#
         ),
         "{text}"
     );
@@ -434,7 +434,7 @@ async fn every_rpc_is_observed_with_its_labels_and_buckets() {
             let names: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
             assert_eq!(
                 names,
-                ["driver_name", "method_name", "grpc_status_code", "le"]
+                ["driver_name", "grpc_status_code", "method_name", "le"]
             );
             assert_eq!(s.label("driver_name"), Some(*driver_name));
             assert_eq!(s.label("grpc_status_code"), Some("OK"));

@@ -754,13 +754,9 @@ async fn healthy_and_unreachable_exit_statuses() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
-    let addr = server.addr();
+    let kubeconfig = std::fs::read_to_string(server.kubeconfig_path()).unwrap();
     drop(server);
-    std::fs::write(
-        &path,
-        csi_snapshotter::testing::apiserver::kubeconfig_yaml(addr),
-    )
-    .unwrap();
+    std::fs::write(&path, kubeconfig).unwrap();
     let out = tokio::process::Command::new(BIN)
         .args(["diagnose", &format!("--kubeconfig={}", path.display())])
         .output()
@@ -773,4 +769,93 @@ async fn healthy_and_unreachable_exit_statuses() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// One cluster with several stuck objects next to a healthy one: each gets
+/// its own cause and the healthy one none (the text is printed for the docs).
+#[tokio::test]
+async fn several_stuck_objects_in_one_report() {
+    let server = server(Some(RbacPolicy::sidecar())).await;
+    let _sidecar = sidecar(&server, MockConfig::default()).await;
+    create(&server, class("mock-class", MOCK, json!({}))).await;
+    create(
+        &server,
+        class("reject-class", MOCK, json!({param_faults::REJECT: "yes"})),
+    )
+    .await;
+    create(
+        &server,
+        class("slow-class", MOCK, json!({param_faults::SLOW: "600s"})),
+    )
+    .await;
+    create(
+        &server,
+        class(
+            "typo-class",
+            MOCK,
+            json!({"csi.storage.k8s.io/snapshotter-secret-nmae": "x"}),
+        ),
+    )
+    .await;
+    create(&server, content("snapcontent-ok", MOCK, "mock-class")).await;
+    create(
+        &server,
+        content("snapcontent-rejected", MOCK, "reject-class"),
+    )
+    .await;
+    create(&server, content("snapcontent-slow", MOCK, "slow-class")).await;
+    create(&server, content("snapcontent-typo", MOCK, "typo-class")).await;
+    create(
+        &server,
+        content_with_secret("snapcontent-creds", "backup-creds"),
+    )
+    .await;
+    create(&server, snapshot("orphan", "mock-class")).await;
+    for name in [
+        "snapcontent-ok",
+        "snapcontent-rejected",
+        "snapcontent-typo",
+        "snapcontent-creds",
+    ] {
+        eventually("the sidecar's status", || async {
+            get_content(&server, name).await.status.is_some()
+        })
+        .await;
+    }
+    eventually("the slow create to be in flight", || async {
+        get_content(&server, "snapcontent-slow")
+            .await
+            .annotation(keys::ANN_VS_BEING_CREATED)
+            .is_some()
+    })
+    .await;
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "diagnose",
+            &format!("--kubeconfig={}", server.kubeconfig_path().display()),
+            "--grace=0s",
+            "-A",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(1));
+    let findings = diagnose(&server, &[]).await;
+    let causes: Vec<(&str, Cause)> = findings
+        .iter()
+        .map(|f| (f.name.as_str(), f.cause))
+        .collect();
+    assert_eq!(
+        causes,
+        [
+            ("snapcontent-typo", Cause::ClassInvalidParameter),
+            ("orphan", Cause::NoContent),
+            ("snapcontent-creds", Cause::SecretMissing),
+            ("snapcontent-rejected", Cause::DriverError),
+            ("snapcontent-slow", Cause::CreateInFlight),
+        ]
+    );
+    assert!(!text.contains("snapcontent-ok"), "{text}");
 }

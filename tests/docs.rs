@@ -229,10 +229,10 @@ fn every_relative_link_and_anchor_resolves() {
                 broken.push(format!("{}: {target} (no such file)", display(&doc)));
                 continue;
             }
-            if let Some(anchor) = anchor {
-                if !anchors(&read(&file)).contains(anchor) {
-                    broken.push(format!("{}: {target} (no such heading)", display(&doc)));
-                }
+            if let Some(anchor) = anchor
+                && !anchors(&read(&file)).contains(anchor)
+            {
+                broken.push(format!("{}: {target} (no such heading)", display(&doc)));
             }
         }
     }

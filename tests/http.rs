@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+#[path = "support/http_get.rs"]
+mod http_get;
+
 use csi_snapshotter::controller::queue::{Backoff, WorkQueue};
 use csi_snapshotter::controller::queue_metrics::WorkQueueMetrics;
 use csi_snapshotter::http::{self, HttpConfig, Readiness};
@@ -11,28 +14,8 @@ use csi_snapshotter::leader::{LeaderConfig, LeaderElector, LeaderMetrics};
 use csi_snapshotter::metrics::{CsiOperationMetrics, Registry};
 use csi_snapshotter::process_metrics::ProcessMetrics;
 use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_get::get;
 use tokio_util::sync::CancellationToken;
-
-/// A GET over a plain TCP connection: (status, body).
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 async fn serve(
     registry: Registry,
@@ -147,7 +130,7 @@ async fn a_scrape_shows_every_family_with_its_labels() {
     }
     assert_eq!(
         label_names(&samples, "csi_sidecar_operations_seconds_count"),
-        vec![vec!["driver_name", "method_name", "grpc_status_code"]]
+        vec![vec!["driver_name", "grpc_status_code", "method_name"]]
     );
     let depth: Vec<_> = samples
         .iter()

@@ -932,11 +932,11 @@ fn sidecar_args_are_flags_the_binary_accepts() {
     );
 }
 
-/// One row of a flag table in docs/migrating.md: the flags it names and
+/// One row of a flag table in docs/flags.md: the flags it names and
 /// whether the row says they are rejected.
 fn migration_rows() -> Vec<(Vec<String>, bool)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/migrating.md");
-    let text = std::fs::read_to_string(&path).expect("read docs/migrating.md");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/flags.md");
+    let text = std::fs::read_to_string(&path).expect("read docs/flags.md");
     text.lines()
         .filter(|l| l.starts_with("| `--") || l.starts_with("| klog flags"))
         .map(|line| {
@@ -946,14 +946,14 @@ fn migration_rows() -> Vec<(Vec<String>, bool)> {
                 .filter(|t| t.starts_with("--"))
                 .map(|t| t.trim_start_matches('-').to_string())
                 .collect();
-            let rejected = cells.get(3).is_some_and(|c| c.starts_with("rejected"));
+            let rejected = cells.get(4).is_some_and(|c| c.starts_with("rejected"));
             (flags, rejected)
         })
         .collect()
 }
 
 #[test]
-fn migration_guide_covers_every_flag_of_the_binary() {
+fn flag_table_covers_every_flag_of_the_binary() {
     let known = flags_in_help();
     let mut documented = BTreeSet::new();
     for (flags, rejected) in migration_rows() {
@@ -962,12 +962,12 @@ fn migration_guide_covers_every_flag_of_the_binary() {
                 assert_eq!(
                     exit_status_with_version(&[format!("--{flag}")]),
                     Some(2),
-                    "docs/migrating.md says --{flag} is rejected"
+                    "docs/flags.md says --{flag} is rejected"
                 );
             } else {
                 assert!(
                     known.contains(&flag),
-                    "docs/migrating.md lists --{flag}, which the binary lacks"
+                    "docs/flags.md lists --{flag}, which the binary lacks"
                 );
                 documented.insert(flag);
             }
@@ -976,7 +976,7 @@ fn migration_guide_covers_every_flag_of_the_binary() {
     let missing: Vec<_> = known.difference(&documented).collect();
     assert!(
         missing.is_empty(),
-        "flags missing from docs/migrating.md: {missing:?}"
+        "flags missing from docs/flags.md: {missing:?}"
     );
 }
 

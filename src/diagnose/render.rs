@@ -36,6 +36,17 @@ pub fn json(findings: &[Finding]) -> String {
     serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
+/// Longest evidence line of the text report; `-o json` has the whole text.
+const TEXT_LINE_MAX: usize = 300;
+
+/// An evidence line cut to [`TEXT_LINE_MAX`] characters.
+fn shorten(line: &str) -> String {
+    match line.char_indices().nth(TEXT_LINE_MAX) {
+        Some((i, _)) => format!("{}… (-o json has all of it)", &line[..i]),
+        None => line.to_owned(),
+    }
+}
+
 /// The text report: a heading per cause, one line per object with its age
 /// and summary, the evidence indented, the fix last.
 pub fn text(findings: &[Finding]) -> String {
@@ -57,7 +68,7 @@ pub fn text(findings: &[Finding]) -> String {
             };
             let _ = writeln!(out, "  {id} (age {}): {}", span(f.age_seconds), f.summary);
             for e in &f.evidence {
-                let _ = writeln!(out, "      {e}");
+                let _ = writeln!(out, "      {}", shorten(e));
             }
             let _ = writeln!(out, "      fix: {}", f.fix);
         }

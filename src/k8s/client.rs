@@ -9,6 +9,11 @@
 //!   [`build_client`] gets its own bucket, like upstream's separate
 //!   clientsets (core, snapshot, leader election).
 //! - No per-call deadline is set (no read timeout on the connection).
+//! - Every HTTP request is counted in client-go's `rest_client_requests_total`
+//!   ([`RestClientMetrics`]): by status code, HTTP method and server
+//!   `host:port`, watches and requests without a response (`<error>`)
+//!   included. Retries that kube makes inside its stack (429, 503, 504) are
+//!   not seen from here: such a request counts once, with its last status.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -20,6 +25,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
+
+use crate::metrics::{NO_RESPONSE_CODE, RestClientMetrics};
 
 /// client-go's default QPS, used when `--kube-api-qps` is 0.
 pub const DEFAULT_QPS: f64 = 5.0;
@@ -115,9 +122,22 @@ pub async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, ClientErro
     }
 }
 
-/// A client for `config` whose every request passes its own `limit` bucket.
+/// A client for `config` whose every request passes its own `limit` bucket
+/// and is counted in the process-wide [`RestClientMetrics::global`].
 pub fn client_from_config(config: Config, limit: RateLimit) -> Result<Client, ClientError> {
-    let builder = kube::client::ClientBuilder::try_from(config).map_err(ClientError::Build)?;
+    client_with_metrics(config, limit, RestClientMetrics::global())
+}
+
+/// [`client_from_config`] counting requests in `metrics` (none: uncounted).
+pub fn client_with_metrics(
+    config: Config,
+    limit: RateLimit,
+    metrics: Option<&RestClientMetrics>,
+) -> Result<Client, ClientError> {
+    let counting = CountRequestsLayer::new(metrics.cloned(), &config);
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(ClientError::Build)?
+        .with_layer(&counting);
     Ok(match limit {
         RateLimit::Unlimited => builder.build(),
         RateLimit::TokenBucket { qps, burst } => builder
@@ -127,10 +147,15 @@ pub fn client_from_config(config: Config, limit: RateLimit) -> Result<Client, Cl
 }
 
 /// A client for `config` whose requests draw from `bucket` (which callers
-/// may share between clients or inspect).
+/// may share between clients or inspect), counted like
+/// [`client_from_config`]'s.
 pub fn client_with_bucket(config: Config, bucket: Arc<TokenBucket>) -> Result<Client, ClientError> {
+    let counting = CountRequestsLayer::new(RestClientMetrics::global().cloned(), &config);
     let builder = kube::client::ClientBuilder::try_from(config).map_err(ClientError::Build)?;
-    Ok(builder.with_layer(&RateLimitLayer::new(bucket)).build())
+    Ok(builder
+        .with_layer(&counting)
+        .with_layer(&RateLimitLayer::new(bucket))
+        .build())
 }
 
 /// [`load_config`] then [`client_from_config`].
@@ -265,6 +290,121 @@ where
         // The token is spent by this request; the next one reserves anew.
         self.permit = Permit::None;
         self.inner.call(req)
+    }
+}
+
+/// Tower layer that counts every request in `rest_client_requests_total`,
+/// labelled with the `host` of the client's server URL (client-go's
+/// `host:port` of the request URL).
+#[derive(Debug, Clone)]
+pub struct CountRequestsLayer {
+    metrics: Option<RestClientMetrics>,
+    host: Arc<str>,
+}
+
+impl CountRequestsLayer {
+    /// A layer counting into `metrics` (none: a pass-through) the requests
+    /// of a client for `config`.
+    pub fn new(metrics: Option<RestClientMetrics>, config: &Config) -> Self {
+        let host = config
+            .cluster_url
+            .authority()
+            .map(|a| a.as_str())
+            .unwrap_or_default();
+        CountRequestsLayer {
+            metrics,
+            host: host.into(),
+        }
+    }
+}
+
+impl<S> Layer<S> for CountRequestsLayer {
+    type Service = CountRequests<S>;
+    fn layer(&self, inner: S) -> CountRequests<S> {
+        CountRequests {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service produced by [`CountRequestsLayer`].
+pub struct CountRequests<S> {
+    inner: S,
+    layer: CountRequestsLayer,
+}
+
+impl<S, B, R> Service<http::Request<B>> for CountRequests<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Unpin,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Counted<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let pending = self.layer.metrics.clone().map(|metrics| Pending {
+            metrics,
+            method: req.method().clone(),
+            host: self.layer.host.clone(),
+        });
+        Counted {
+            inner: self.inner.call(req),
+            pending,
+        }
+    }
+}
+
+/// A request not counted yet.
+struct Pending {
+    metrics: RestClientMetrics,
+    method: http::Method,
+    host: Arc<str>,
+}
+
+impl Pending {
+    fn count(self, code: &str) {
+        self.metrics.inc(code, self.method.as_str(), &self.host);
+    }
+}
+
+/// The response future of [`CountRequests`]: counts the request once, when
+/// the response head arrives (a watch counts when it opens), the request
+/// fails, or the caller gives up on it (`<error>`, like client-go's
+/// cancelled requests).
+pub struct Counted<F> {
+    inner: F,
+    pending: Option<Pending>,
+}
+
+impl<F, R, E> Future for Counted<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>> + Unpin,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let result = ready!(Pin::new(&mut self.inner).poll(cx));
+        if let Some(pending) = self.pending.take() {
+            match &result {
+                Ok(resp) => pending.count(resp.status().as_str()),
+                Err(_) => pending.count(NO_RESPONSE_CODE),
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<F> Drop for Counted<F> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            pending.count(NO_RESPONSE_CODE);
+        }
     }
 }
 

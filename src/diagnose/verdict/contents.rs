@@ -4,7 +4,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::evidence::{self, ago, describe_event, events_for, lease_line, lease_of, span};
+use super::evidence::{
+    self, ago, describe_event, describe_event_brief, events_for, lease_line, lease_of, span,
+};
 use super::{Context, Scope, Verdict, is_selected};
 use crate::diagnose::cause::{Cause, Kind};
 use crate::diagnose::decide::{self, Decision, InputError};
@@ -24,6 +26,8 @@ pub(super) struct Facts<'a> {
     pub class_driver: Option<&'a str>,
     pub ready: bool,
     pub has_status: bool,
+    /// The driver's handle is recorded in status.
+    pub has_handle: bool,
     pub error: Option<&'a VolumeSnapshotError>,
     pub being_created_key: &'static str,
     pub being_deleted_key: &'static str,
@@ -62,6 +66,7 @@ pub(super) fn content(ctx: Context<'_>, c: &VolumeSnapshotContent) -> Option<Ver
         class_driver: class.map(|k| k.driver.as_str()),
         ready: c.is_ready(),
         has_status: status.is_some(),
+        has_handle: c.status_handle().is_some(),
         error: status.and_then(|s| s.error.as_ref()),
         being_created_key: keys::ANN_VS_BEING_CREATED,
         being_deleted_key: keys::ANN_VS_BEING_DELETED,
@@ -113,7 +118,17 @@ pub(super) fn judge(ctx: Context<'_>, f: &Facts<'_>) -> Option<Verdict> {
         ev.push(format!("status.error{when}: {m}"));
     }
     let events = events_for(ctx.cluster, f.kind, None, f.name());
-    ev.extend(events.iter().take(3).map(|e| describe_event(e, ctx.now)));
+    let repeats_status = |e: &&k8s_openapi::api::core::v1::Event| {
+        f.error_message()
+            .is_some_and(|m| e.message.as_deref() == Some(m))
+    };
+    ev.extend(events.iter().take(3).map(|e| {
+        if repeats_status(e) {
+            describe_event_brief(e, ctx.now)
+        } else {
+            describe_event(e, ctx.now)
+        }
+    }));
     match &f.decision {
         Decision::NotHandled => not_handled(ctx, f, ev),
         Decision::Settled | Decision::WaitForGroup => None,
@@ -177,7 +192,9 @@ fn not_handled(ctx: Context<'_>, f: &Facts<'_>, mut ev: Vec<String>) -> Option<V
 }
 
 fn input_error(f: &Facts<'_>, kind: InputError, message: &str, mut ev: Vec<String>) -> Verdict {
-    ev.push(format!("the sidecar decides: {message}"));
+    if f.error_message() != Some(message) {
+        ev.push(format!("the sidecar's next attempt reports: {message}"));
+    }
     let class = f.class_name.unwrap_or("");
     match kind {
         InputError::ClassNotFound => Verdict::new(
@@ -349,7 +366,7 @@ fn driver_call(
     if let Some(message) = f.error_message() {
         return Some(driver_error(f, message, ev));
     }
-    if f.annotation(f.being_created_key) {
+    if f.annotation(f.being_created_key) && !f.has_handle {
         ev.push(format!("annotation {} present", f.being_created_key));
         return Some(Verdict::new(
             Cause::CreateInFlight,
@@ -361,6 +378,16 @@ fn driver_call(
     if !old {
         return None;
     }
+    if f.has_handle {
+        return old.then(|| {
+            Verdict::new(
+                Cause::DriverNotReady,
+                "the driver has the snapshot but reports it not ready to use yet",
+                ev,
+                "Usually nothing: the sidecar keeps asking until the driver reports it ready (uploads can take long). If it never does, check the backend.",
+            )
+        });
+    }
     if !f.has_status && !has_events {
         ev.push(format!(
             "no status and no event in {}",
@@ -371,9 +398,9 @@ fn driver_call(
     }
     Some(Verdict::new(
         Cause::DriverNotReady,
-        "the driver has the snapshot but reports it not ready to use yet",
+        "the sidecar has a status but no handle and no error yet",
         ev,
-        "Usually nothing: the sidecar keeps polling until the driver reports it ready (uploads can take long). If it never does, check the backend.",
+        "Usually nothing: the next attempt fills the handle or reports an error.",
     ))
 }
 
@@ -411,7 +438,7 @@ fn driver_error(f: &Facts<'_>, message: &str, mut ev: Vec<String>) -> Verdict {
     }
     Verdict::new(
         Cause::DriverError,
-        format!("the driver failed: {}", first_line(message)),
+        format!("the driver failed: {}", rpc_part(message)),
         ev,
         "Fix what the driver's message names (class parameters, volume, backend); the next retry picks it up. The driver's own log has the detail.",
     )
@@ -424,6 +451,11 @@ fn finalizers_line(meta: &ObjectMeta) -> String {
     )
 }
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
+/// The driver's own words: from `rpc error:` on (without the closing
+/// quote of the sidecar's wrapping), else the first line.
+fn rpc_part(s: &str) -> &str {
+    match s.find("rpc error:") {
+        Some(i) => s[i..].trim_end_matches('"'),
+        None => s.lines().next().unwrap_or(""),
+    }
 }

@@ -42,8 +42,8 @@ pub fn events_for<'a>(
     out
 }
 
-/// One event as an evidence line: `Warning Reason (xN, last 2m ago from
-/// component): message`.
+/// One event as an evidence line: `Warning Reason (xN, last 2m ago, from
+/// "component"): message`.
 pub fn describe_event(e: &Event, now: Timestamp) -> String {
     let count = e.count.unwrap_or(1);
     let when = event_time(e).map_or_else(|| "unknown time".to_owned(), |t| ago(t, now));
@@ -54,10 +54,22 @@ pub fn describe_event(e: &Event, now: Timestamp) -> String {
         .or(e.reporting_component.clone())
         .unwrap_or_else(|| "unknown component".to_owned());
     format!(
-        "event {} {} (x{count}, last {when}, from {from}): {}",
+        "event {} {} (x{count}, last {when}, from \"{from}\"): {}",
         e.type_.as_deref().unwrap_or("Normal"),
         e.reason.as_deref().unwrap_or(""),
         e.message.as_deref().unwrap_or("")
+    )
+}
+
+/// An event whose message is already shown (as `status.error`): type,
+/// reason, count and time only.
+pub fn describe_event_brief(e: &Event, now: Timestamp) -> String {
+    let count = e.count.unwrap_or(1);
+    let when = event_time(e).map_or_else(|| "unknown time".to_owned(), |t| ago(t, now));
+    format!(
+        "event {} {} (x{count}, last {when}): same message as status.error",
+        e.type_.as_deref().unwrap_or("Normal"),
+        e.reason.as_deref().unwrap_or("")
     )
 }
 

@@ -31,6 +31,7 @@ pub(super) fn group_content(ctx: Context<'_>, c: &VolumeGroupSnapshotContent) ->
         class_driver: class.map(|k| k.driver.as_str()),
         ready: c.is_ready(),
         has_status: status.is_some(),
+        has_handle: c.status_handle().is_some(),
         error: status.and_then(|s| s.error.as_ref()),
         being_created_key: keys::ANN_VGS_BEING_CREATED,
         being_deleted_key: keys::ANN_VGS_BEING_DELETED,

@@ -234,8 +234,12 @@ fn unbound(ctx: Context<'_>, f: &Facts<'_>, old: bool, mut ev: Vec<String>) -> O
     }
     let age = span(evidence::age(f.meta, ctx.now));
     let (summary, fix) = if ev.is_empty() {
+        let field = match f.kind {
+            Kind::VolumeGroupSnapshot => "boundVolumeGroupSnapshotContentName",
+            _ => "boundVolumeSnapshotContentName",
+        };
         ev.push(format!(
-            "no status.boundVolume(Group)SnapshotContentName, no status.error and no event in {age}"
+            "no status.{field}, no status.error and no event in {age}"
         ));
         (
             "no content bound: the snapshot-controller is not running (no event, no status)",

@@ -5,7 +5,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,8 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use super::raw::Endpoint;
 use super::{ApiServer, ApiServerOptions};
 
 /// Benchmark parameters.
@@ -107,9 +106,8 @@ impl fmt::Display for BenchReport {
     }
 }
 
-async fn connect(addr: SocketAddr) -> io::Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+async fn connect(endpoint: &Endpoint) -> io::Result<SendRequest<Full<Bytes>>> {
+    let stream = endpoint.connect().await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;
@@ -170,13 +168,13 @@ pub async fn run_bench(opts: BenchOptions) -> io::Result<BenchReport> {
         ..Default::default()
     })
     .await?;
-    let addr = server.addr();
+    let endpoint = server.endpoint();
     let expected = opts.objects * 2;
     let start_rv = server.resource_version();
 
     let mut watchers = Vec::new();
     for _ in 0..opts.watchers {
-        let mut sender = connect(addr).await?;
+        let mut sender = connect(&endpoint).await?;
         let req = http::Request::builder()
             .uri(format!(
                 "{BASE}?watch=true&resourceVersion={start_rv}&allowWatchBookmarks=true"
@@ -206,7 +204,7 @@ pub async fn run_bench(opts: BenchOptions) -> io::Result<BenchReport> {
     let started = Instant::now();
     let mut writers = Vec::new();
     for _ in 0..opts.writers {
-        let mut sender = connect(addr).await?;
+        let mut sender = connect(&endpoint).await?;
         let next = next.clone();
         let objects = opts.objects;
         writers.push(tokio::spawn(async move {

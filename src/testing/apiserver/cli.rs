@@ -13,7 +13,7 @@ use super::{ApiServer, ApiServerOptions, RbacPolicy};
 #[derive(Debug, Parser)]
 #[command(
     name = "csi-snapshotter embedded-apiserver",
-    about = "Serve an in-memory Kubernetes API (snapshot CRDs, core types) over HTTP on 127.0.0.1"
+    about = "Serve an in-memory Kubernetes API (snapshot CRDs, core types) over HTTPS on 127.0.0.1"
 )]
 struct Args {
     /// Where to write a kubeconfig for clients (required unless --bench).
@@ -31,6 +31,9 @@ struct Args {
     /// deploy/kubernetes/rbac.yaml); its other requests get 403.
     #[arg(long, value_name = "FILE")]
     restricted_rbac: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain_http: bool,
     /// Run the write/watch benchmark against an in-process server and exit.
     #[arg(long)]
     bench: bool,
@@ -128,6 +131,8 @@ async fn run(args: Args) -> i32 {
         crd_schemas: args.crd_schemas,
         kubeconfig_out: Some(kubeconfig_out),
         restricted,
+        plain_http: args.plain_http,
+        ..ApiServerOptions::default()
     })
     .await
     {

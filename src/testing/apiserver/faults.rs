@@ -50,6 +50,7 @@ pub struct Faults {
     delays: Mutex<Vec<DelayRule>>,
     gone: AtomicU32,
     close: watch::Sender<u64>,
+    expire: watch::Sender<u64>,
 }
 
 impl Default for Faults {
@@ -59,6 +60,7 @@ impl Default for Faults {
             delays: Mutex::new(Vec::new()),
             gone: AtomicU32::new(0),
             close: watch::channel(0).0,
+            expire: watch::channel(0).0,
         }
     }
 }
@@ -109,6 +111,13 @@ impl Faults {
     /// as when a real server restarts or times a watch out).
     pub fn close_watches(&self) {
         self.close.send_modify(|v| *v += 1);
+    }
+
+    /// Ends every open watch stream with one ERROR event carrying a 410
+    /// Expired status, as a real server ends a watch whose history was
+    /// compacted away; the clients must list again.
+    pub fn expire_watches(&self) {
+        self.expire.send_modify(|v| *v += 1);
     }
 
     /// Answers the next watch request with a single ERROR event carrying a
@@ -164,6 +173,11 @@ impl Faults {
         self.gone
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
+    }
+
+    /// A receiver that changes whenever watches must end with 410.
+    pub(crate) fn expire_signal(&self) -> watch::Receiver<u64> {
+        self.expire.subscribe()
     }
 
     /// A receiver that changes whenever watches must close.

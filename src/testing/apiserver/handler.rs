@@ -15,6 +15,7 @@ use super::Shared;
 use super::discovery;
 use super::eventsv1;
 use super::faults::normalize_verb;
+use super::managed;
 use super::object::{
     Part, check_namespace, check_type_meta, finalizers, generate_name, meta_mut, meta_str,
     now_rfc3339, prepare_create, prepare_update, same_object,
@@ -30,17 +31,27 @@ use super::watch;
 /// Response body: either a full JSON document or a watch stream.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// The manager of the objects the server creates itself (the initial
+/// namespaces), as kube-apiserver names itself.
+const SERVER_MANAGER: &str = "kube-apiserver";
+
+/// The User-Agent of in-process requests ([`local`]): a benchmark's own
+/// writes, which a real cluster would see from a client of that name.
+const LOCAL_USER_AGENT: &str = "embedded-apiserver-local";
+
 /// Attempts at a write racing with other writers before giving up; each
 /// retry recomputes from the newest state, as etcd's GuaranteedUpdate does.
 const MAX_WRITE_ATTEMPTS: usize = 64;
 
 /// Options of a write from its query parameters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Write {
     /// `dryRun=All`: validate and answer, store nothing.
     dry_run: bool,
     /// `fieldValidation=Strict`: unknown fields are an error, not pruned.
     strict: bool,
+    /// Who writes (for `managedFields`).
+    writer: managed::Writer,
 }
 
 /// Where a request goes.
@@ -60,6 +71,8 @@ impl Target {
 
 enum Route {
     Doc(Value),
+    /// A document under `/openapi/`.
+    OpenApi(String),
     Text(&'static str),
     Resource(Target),
 }
@@ -140,7 +153,7 @@ fn route(path: &str, addr: std::net::SocketAddr) -> Option<Route> {
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match s.as_slice() {
         [] => Some(Route::Doc(
-            json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]}),
+            json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]}),
         )),
         ["version"] => Some(Route::Doc(discovery::version())),
         ["healthz" | "livez" | "readyz"] => Some(Route::Text("ok")),
@@ -149,6 +162,7 @@ fn route(path: &str, addr: std::net::SocketAddr) -> Option<Route> {
         ["apis"] => Some(Route::Doc(discovery::group_list())),
         ["apis", g] => discovery::group(g).map(Route::Doc),
         ["apis", g, v] => discovery::resource_list(g, v).map(Route::Doc),
+        ["openapi", rest @ ..] => Some(Route::OpenApi(rest.join("/"))),
         ["api", v, rest @ ..] => resource_route("", v, rest).map(Route::Resource),
         ["apis", g, v, rest @ ..] => resource_route(g, v, rest).map(Route::Resource),
         _ => None,
@@ -240,6 +254,25 @@ pub(crate) async fn handle(
             }
             return Ok(json_response(200, &d));
         }
+        Route::OpenApi(path) => {
+            sh.counters.hit("GET", "openapi", "");
+            let accept = parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            return Ok(match sh.openapi.get(&path, accept) {
+                Some(doc) => {
+                    let mut r = bytes_response(200, doc.body.clone());
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static(doc.content_type),
+                    );
+                    r
+                }
+                None => error_response(&ApiError::no_route()),
+            });
+        }
         Route::Text(s) => {
             let mut r = Response::new(Full::new(Bytes::from_static(s.as_bytes())).boxed_unsync());
             r.headers_mut().insert(
@@ -321,7 +354,18 @@ pub(crate) async fn handle(
         t.res = storage;
     }
     let view = view.map(|(v, _)| v);
-    let result = dispatch(&sh, &parts.method, verb, &t, &q, &content_type, body, view);
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let req = Req {
+        method: &parts.method,
+        verb,
+        content_type: &content_type,
+        user_agent,
+    };
+    let result = dispatch(&sh, &req, &t, &q, body, view);
     let mut response = result.unwrap_or_else(|e| error_response(&e));
     if let Some(v) = view
         && verb != "WATCH"
@@ -345,17 +389,23 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The request line and headers that decide how a request is served.
+struct Req<'a> {
+    method: &'a Method,
+    verb: &'a str,
+    content_type: &'a str,
+    user_agent: &'a str,
+}
+
 fn dispatch(
     sh: &Arc<Shared>,
-    method: &Method,
-    verb: &str,
+    req: &Req<'_>,
     t: &Target,
     q: &HashMap<String, String>,
-    content_type: &str,
     body: Bytes,
     view: Option<&'static eventsv1::View>,
 ) -> Result<Response<Body>, ApiError> {
+    let (method, verb, content_type) = (req.method, req.verb, req.content_type);
     match t.sub.as_deref() {
         None => {}
         Some("status")
@@ -366,6 +416,16 @@ fn dispatch(
     let w = Write {
         dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
         strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
+        writer: managed::Writer {
+            manager: managed::manager_name(
+                q.get("fieldManager").map(String::as_str),
+                req.user_agent,
+            ),
+            apply: content_type.starts_with("application/apply-patch"),
+            api_version: t.def().api_version(),
+            subresource: t.sub.clone(),
+            applied: None,
+        },
     };
     let dry_run = w.dry_run;
     // The all-namespaces path of a namespaced resource only lists and watches.
@@ -376,9 +436,9 @@ fn dispatch(
         "GET" => get(sh, t),
         "LIST" => list(sh, t, q),
         "WATCH" => watch::start(sh, t, q, view),
-        "POST" if t.name.is_none() => create(sh, t, parse_body(t.def(), content_type, &body)?, w),
-        "PUT" if t.name.is_some() => update(sh, t, parse_body(t.def(), content_type, &body)?, w),
-        "PATCH" if t.name.is_some() => patch(sh, t, q, content_type, &body, w),
+        "POST" if t.name.is_none() => create(sh, t, parse_body(t.def(), content_type, &body)?, &w),
+        "PUT" if t.name.is_some() => update(sh, t, parse_body(t.def(), content_type, &body)?, &w),
+        "PATCH" if t.name.is_some() => patch(sh, t, q, content_type, &body, &w),
         "DELETE" if t.name.is_some() => delete(sh, t, q, &body, dry_run),
         "DELETE" => delete_collection(sh, t, q, &body, dry_run),
         _ => Err(ApiError::method_not_allowed()),
@@ -726,7 +786,7 @@ fn schema_check(
     Ok(())
 }
 
-fn create(sh: &Shared, t: &Target, mut obj: Value, w: Write) -> Result<Response<Body>, ApiError> {
+fn create(sh: &Shared, t: &Target, mut obj: Value, w: &Write) -> Result<Response<Body>, ApiError> {
     let def = t.def();
     check_type_meta(def, &mut obj)?;
     check_namespace(def, &mut obj, t.namespace.as_deref())?;
@@ -738,7 +798,7 @@ fn create_object(
     sh: &Shared,
     def: &ResourceDef,
     mut obj: Value,
-    w: Write,
+    w: &Write,
 ) -> Result<Value, ApiError> {
     let generate = meta_str(&obj, "generateName").to_string();
     let explicit = meta_str(&obj, "name").to_string();
@@ -760,6 +820,7 @@ fn create_object(
     }
     prepare_create(def, &mut obj, uid)?;
     schema_check(sh, def, &mut obj, None, w.strict)?;
+    managed::on_create(&w.writer, &mut obj);
     let name = meta_str(&obj, "name").to_string();
     let key = (ns, name.clone());
     let mut store = sh.lock();
@@ -781,7 +842,7 @@ fn parse_rv(s: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
 }
 
-fn update(sh: &Shared, t: &Target, mut obj: Value, w: Write) -> Result<Response<Body>, ApiError> {
+fn update(sh: &Shared, t: &Target, mut obj: Value, w: &Write) -> Result<Response<Body>, ApiError> {
     let def = t.def();
     let name = t.name.clone().unwrap_or_default();
     check_type_meta(def, &mut obj)?;
@@ -849,11 +910,12 @@ fn commit_update(
     old: &Value,
     base: u64,
     new: Value,
-    w: Write,
+    w: &Write,
 ) -> Result<Option<Response<Body>>, ApiError> {
     let name = meta_str(old, "name").to_string();
     let mut new = prepare_update(def, part, old, new)?;
     schema_check(sh, def, &mut new, Some(old), w.strict)?;
+    managed::on_update(&w.writer, old, &mut new);
     if same_object(old, &new) {
         return Ok(Some(json_response(200, old)));
     }
@@ -885,7 +947,7 @@ fn patch(
     q: &HashMap<String, String>,
     content_type: &str,
     body: &[u8],
-    w: Write,
+    w: &Write,
 ) -> Result<Response<Body>, ApiError> {
     let def = t.def();
     let name = t.name.clone().unwrap_or_default();
@@ -922,6 +984,16 @@ fn patch(
             Kind::Apply(v)
         }
         _ => return Err(ApiError::unsupported_patch(def.custom)),
+    };
+    let applying;
+    let w = match &kind {
+        Kind::Apply(config) => {
+            let mut with = w.clone();
+            with.writer.applied = Some(config.clone());
+            applying = with;
+            &applying
+        }
+        _ => w,
     };
     let key = key_of(t, &name);
     for _ in 0..MAX_WRITE_ATTEMPTS {
@@ -1195,9 +1267,16 @@ pub(crate) fn seed(sh: &Shared, plural: &str, mut obj: Value) -> Result<Value, A
         sh,
         def,
         obj,
-        Write {
+        &Write {
             dry_run: false,
             strict: false,
+            writer: managed::Writer {
+                manager: SERVER_MANAGER.to_string(),
+                apply: false,
+                api_version: def.api_version(),
+                subresource: None,
+                applied: None,
+            },
         },
     )
 }
@@ -1222,8 +1301,15 @@ pub(crate) async fn local(
         Some(Route::Resource(t)) if eventsv1::view_for(t.res).is_none() => {
             match verb_of(method, &t, &q) {
                 "WATCH" => error_response(&ApiError::method_not_allowed()),
-                verb => dispatch(sh, method, verb, &t, &q, content_type, body, None)
-                    .unwrap_or_else(|e| error_response(&e)),
+                verb => {
+                    let req = Req {
+                        method,
+                        verb,
+                        content_type,
+                        user_agent: LOCAL_USER_AGENT,
+                    };
+                    dispatch(sh, &req, &t, &q, body, None).unwrap_or_else(|e| error_response(&e))
+                }
             }
         }
         _ => error_response(&ApiError::no_route()),

@@ -1,6 +1,8 @@
 //! An embedded Kubernetes API server for tests, benchmarks and the demo.
 //!
-//! It serves, over plain HTTP on 127.0.0.1, the resources the sidecar and
+//! It serves, over HTTPS on 127.0.0.1 (with a self-signed CA written into
+//! the kubeconfig it produces; plain HTTP only with
+//! [`ApiServerOptions::plain_http`]), the resources the sidecar and
 //! its demo use at their real REST paths, with kube-apiserver's semantics
 //! for versions, conflicts, the status subresource, patches, finalizers,
 //! selectors, pagination, watches and error bodies. See
@@ -15,10 +17,11 @@
 //!   Namespace (what kubectl's generators send); answers are always JSON,
 //!   and `kubectl get` falls back to NAME/AGE columns (no server-side Table);
 //! - server-side apply is applied as a merge patch (creating the object if
-//!   missing); no `managedFields` are synthesized;
-//! - no OpenAPI documents (`/openapi/v2`, `/openapi/v3`), so kubectl's
-//!   client-side validation cannot run: use `--validate=false` with
-//!   `create` and `apply` (the server still checks the CRD schemas);
+//!   missing), without conflict detection; `managedFields` are kept as
+//!   upstream keeps them otherwise (see `managed.rs`);
+//! - the OpenAPI documents describe the fields of the custom resources
+//!   only; the built-in kinds are objects without described fields (kubectl
+//!   then patches them from its compiled-in types);
 //! - no garbage collector: `ownerReferences` and propagation policies are
 //!   stored but do not cascade; deleting a namespace deletes its content at
 //!   once (the namespace controller's job) and the namespace goes with its
@@ -34,7 +37,9 @@ mod discovery;
 mod eventsv1;
 mod faults;
 mod handler;
+mod managed;
 mod object;
+mod openapi;
 mod patch;
 mod protobuf;
 pub mod raw;
@@ -44,6 +49,7 @@ pub mod schema;
 mod selector;
 mod status;
 mod store;
+mod tls;
 mod typed;
 mod validate;
 mod watch;
@@ -64,6 +70,7 @@ pub use bench::{BenchOptions, BenchReport, run_bench};
 pub use cli::cli_main;
 pub use faults::{Faults, RequestCount};
 pub use rbac::RbacPolicy;
+pub use store::WatchHistory;
 
 use faults::Counters;
 use resources::{RESOURCES, ResourceDef};
@@ -95,6 +102,12 @@ pub struct ApiServerOptions {
     /// one ([`ApiServer::restricted_kubeconfig_path`]) and its requests that
     /// the rules do not allow get 403 Forbidden, as on a real cluster.
     pub restricted: Option<RbacPolicy>,
+    /// Watch events kept per resource (default: like kube-apiserver's watch
+    /// cache); watches from versions older than that get 410 Expired.
+    pub watch_history: WatchHistory,
+    /// Serve plain HTTP instead of HTTPS (the kubeconfig then names an
+    /// `http://` server and carries no CA).
+    pub plain_http: bool,
 }
 
 /// Schema checks for custom resources (pruning and validation).
@@ -117,7 +130,11 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     pub(crate) counters: Counters,
     pub(crate) validator: Option<Box<dyn Validator>>,
+    /// `/openapi/v2` and `/openapi/v3`, from the same schemas.
+    pub(crate) openapi: openapi::OpenApi,
     pub(crate) addr: SocketAddr,
+    /// The HTTPS material; `None` = plain HTTP.
+    tls: Option<Arc<tls::Tls>>,
     /// Rules of the restricted user, when there is one.
     pub(crate) rbac: Option<RbacPolicy>,
     /// Requests of the restricted user refused with 403.
@@ -162,18 +179,21 @@ impl std::fmt::Debug for ApiServer {
     }
 }
 
-/// The kubeconfig text for a server at `addr`.
-pub fn kubeconfig_yaml(addr: SocketAddr) -> String {
-    kubeconfig_yaml_with_token(addr, "embedded-apiserver-token")
-}
+/// The token of the unrestricted user.
+const ADMIN_TOKEN: &str = "embedded-apiserver-token";
 
-/// The kubeconfig text for a server at `addr` and a user with `token`.
-fn kubeconfig_yaml_with_token(addr: SocketAddr, token: &str) -> String {
+/// The kubeconfig text for a server at `addr` and a user with `token`;
+/// `ca_data` (base64 PEM) for an HTTPS server, `None` for plain HTTP.
+fn kubeconfig_yaml(addr: SocketAddr, ca_data: Option<&str>, token: &str) -> String {
+    let cluster = match ca_data {
+        Some(ca) => format!("    server: https://{addr}\n    certificate-authority-data: {ca}\n"),
+        None => format!("    server: http://{addr}\n"),
+    };
     format!(
         "apiVersion: v1\n\
          kind: Config\n\
          clusters:\n\
-         - name: embedded\n  cluster:\n    server: http://{addr}\n\
+         - name: embedded\n  cluster:\n{cluster}\
          users:\n\
          - name: embedded\n  user:\n    token: {token}\n\
          contexts:\n\
@@ -236,20 +256,28 @@ impl ApiServer {
     /// Binds, writes the kubeconfig and starts serving.
     pub async fn start(opts: ApiServerOptions) -> io::Result<ApiServer> {
         let schemas = load_schemas(opts.crd_schemas.as_deref())?;
+        let openapi = openapi::OpenApi::build(&schemas);
         let validator: Option<Box<dyn Validator>> = Some(Box::new(SchemaValidator(schemas)));
         let listen = opts
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
+        let tls = if opts.plain_http {
+            None
+        } else {
+            Some(tls::for_ip(addr.ip())?)
+        };
         let published = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(published.clone())),
+            store: Mutex::new(Store::new(published.clone(), opts.watch_history)),
             published,
             faults: Faults::default(),
             counters: Counters::default(),
             validator,
+            openapi,
             addr,
+            tls,
             rbac: opts.restricted.clone(),
             forbidden: AtomicU64::new(0),
             bookmark_ms: AtomicU64::new(DEFAULT_BOOKMARK_INTERVAL.as_millis() as u64),
@@ -276,7 +304,12 @@ impl ApiServer {
         {
             tokio::fs::create_dir_all(parent).await?;
         }
-        tokio::fs::write(&kubeconfig, kubeconfig_yaml(addr)).await?;
+        let ca_data = shared.tls.as_ref().map(|t| t.ca_data());
+        tokio::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(addr, ca_data.as_deref(), ADMIN_TOKEN),
+        )
+        .await?;
         let restricted_kubeconfig = match &opts.restricted {
             Some(_) => {
                 let mut path = kubeconfig.clone().into_os_string();
@@ -284,7 +317,7 @@ impl ApiServer {
                 let path = PathBuf::from(path);
                 tokio::fs::write(
                     &path,
-                    kubeconfig_yaml_with_token(addr, rbac::RESTRICTED_TOKEN),
+                    kubeconfig_yaml(addr, ca_data.as_deref(), rbac::RESTRICTED_TOKEN),
                 )
                 .await?;
                 Some(path)
@@ -318,9 +351,23 @@ impl ApiServer {
         self.shared.forbidden.load(Ordering::Relaxed)
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT` (`http://…` with
+    /// [`ApiServerOptions::plain_http`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.shared.addr)
+        let scheme = if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.shared.addr)
+    }
+
+    /// How raw clients reach this server (TLS trusting its CA, or plain).
+    pub fn endpoint(&self) -> raw::Endpoint {
+        raw::Endpoint::new(
+            self.shared.addr,
+            self.shared.tls.as_ref().map(|t| t.client.clone()),
+        )
     }
 
     /// The kubeconfig written at start.
@@ -459,12 +506,19 @@ impl ApiServer {
         body: Option<&Value>,
     ) -> io::Result<raw::RawResponse> {
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default());
-        raw::request(self.addr(), method, path, content_type, bytes.as_deref()).await
+        raw::request(
+            &self.endpoint(),
+            method,
+            path,
+            content_type,
+            bytes.as_deref(),
+        )
+        .await
     }
 
     /// Opens a raw watch stream (`path` must include `watch=true`).
     pub async fn watch_raw(&self, path: &str) -> io::Result<raw::RawWatch> {
-        raw::RawWatch::open(self.addr(), path).await
+        raw::RawWatch::open(&self.endpoint(), path).await
     }
 
     /// Stops serving and closes all connections and watches.
@@ -494,22 +548,41 @@ fn resource_index(resource: &str) -> Option<usize> {
         .position(|r| r.plural == resource || r.qualified() == resource)
 }
 
+/// Serves HTTP/1.1 on one connection until it closes.
+async fn serve<I>(io: I, sh: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| handler::handle(sh.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc);
+    if let Err(e) = conn.await {
+        tracing::trace!(error = %e, "embedded API server connection ended");
+    }
+}
+
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown_signal();
     let mut conns = JoinSet::new();
+    let acceptor = shared
+        .tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
                     let sh = shared.clone();
+                    let acceptor = acceptor.clone();
                     conns.spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| handler::handle(sh.clone(), req));
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-                        if let Err(e) = conn.await {
-                            tracing::trace!(error = %e, "embedded API server connection ended");
+                        match acceptor {
+                            None => serve(stream, sh).await,
+                            Some(a) => match a.accept(stream).await {
+                                Ok(tls) => serve(tls, sh).await,
+                                Err(e) => tracing::debug!(error = %e, "embedded API server TLS handshake failed"),
+                            },
                         }
                     });
                 }

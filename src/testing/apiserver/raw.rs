@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -10,7 +11,54 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+/// A byte stream to the server: plain TCP or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Where the server listens and how to reach it: over TLS trusting the
+/// server's CA, or plain TCP when the server was started without HTTPS.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// The listen address.
+    pub addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint at `addr`, over TLS when `tls` is given.
+    pub(crate) fn new(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> Endpoint {
+        Endpoint { addr, tls }
+    }
+
+    /// Opens a connection (with the TLS handshake done, when TLS is on).
+    pub async fn connect(&self) -> io::Result<Box<dyn Io>> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        match &self.tls {
+            None => Ok(Box::new(stream)),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await?;
+                Ok(Box::new(tls))
+            }
+        }
+    }
+}
 
 /// A response: status code, content type and body (JSON if it parses,
 /// else a string).
@@ -26,13 +74,13 @@ pub struct RawResponse {
 
 /// Sends one request on a fresh connection.
 pub async fn request(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     method: &str,
     path: &str,
     content_type: Option<&str>,
     body: Option<&[u8]>,
 ) -> io::Result<RawResponse> {
-    let resp = send(addr, method, path, content_type, body).await?;
+    let resp = send(endpoint, method, path, content_type, body).await?;
     let code = resp.status().as_u16();
     let ct = content_type_of(resp.headers());
     let bytes = resp
@@ -58,13 +106,13 @@ fn content_type_of(h: &http::HeaderMap) -> String {
 }
 
 async fn send(
-    addr: SocketAddr,
+    endpoint: &Endpoint,
     method: &str,
     path: &str,
     content_type: Option<&str>,
     body: Option<&[u8]>,
 ) -> io::Result<http::Response<Incoming>> {
-    let stream = TcpStream::connect(addr).await?;
+    let stream = endpoint.connect().await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;
@@ -72,7 +120,7 @@ async fn send(
     let mut req = http::Request::builder()
         .method(method)
         .uri(path)
-        .header(http::header::HOST, addr.to_string())
+        .header(http::header::HOST, endpoint.addr.to_string())
         .header(http::header::ACCEPT, "application/json");
     if let Some(ct) = content_type {
         req = req.header(http::header::CONTENT_TYPE, ct);
@@ -99,8 +147,8 @@ pub struct RawWatch {
 
 impl RawWatch {
     /// Opens a watch (`path` must include `watch=true`).
-    pub async fn open(addr: SocketAddr, path: &str) -> io::Result<RawWatch> {
-        let resp = send(addr, "GET", path, None, None).await?;
+    pub async fn open(endpoint: &Endpoint, path: &str) -> io::Result<RawWatch> {
+        let resp = send(endpoint, "GET", path, None, None).await?;
         let te = resp
             .headers()
             .get(http::header::TRANSFER_ENCODING)

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -13,11 +14,25 @@ use tokio::sync::broadcast;
 use super::resources::RESOURCES;
 use super::status::ApiError;
 
-/// Events kept per resource for watches that resume from a version. Upstream
-/// sizes its watch cache dynamically (100 to 100k events, ~75 s); a few
-/// thousand covers every realistic reconnect in tests while keeping memory
-/// bounded under the benchmark. `ApiServer::compact` empties it on demand.
-const WATCH_WINDOW: usize = 5_000;
+/// How many events each resource keeps for watches that resume from a
+/// version; a watch from an older version gets 410 Expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatchHistory {
+    /// As kube-apiserver's watch cache: at least [`MIN_EVENTS`] and every
+    /// event younger than [`FRESH_FOR`], at most [`MAX_EVENTS`].
+    #[default]
+    LikeUpstream,
+    /// Exactly this many events (at least one).
+    Events(usize),
+}
+
+/// Upstream's lower bound of watch cache capacity.
+pub const MIN_EVENTS: usize = 100;
+/// Upstream's upper bound of watch cache capacity (100 × 1024).
+pub const MAX_EVENTS: usize = 102_400;
+/// Upstream grows its watch cache to keep events at least this long
+/// (`eventFreshDuration`).
+pub const FRESH_FOR: Duration = Duration::from_secs(75);
 
 /// Capacity of the live fan-out channel per resource. A watcher that falls
 /// this far behind is closed (as upstream closes blocked watchers) and
@@ -57,6 +72,7 @@ pub(crate) struct Event {
     /// The object before the change (selector transitions).
     pub prev: Option<Arc<Value>>,
     line: OnceLock<Bytes>,
+    at: Instant,
 }
 
 /// A watch line `{"type":…,"object":…}\n`.
@@ -118,6 +134,7 @@ pub(crate) struct Store {
     /// The newest version whose event has been broadcast; read without the
     /// lock by watchers deciding a bookmark's version.
     published: Arc<AtomicU64>,
+    history: WatchHistory,
 }
 
 /// Sets `metadata.resourceVersion`.
@@ -129,7 +146,7 @@ pub(crate) fn set_rv(obj: &mut Value, rv: u64) {
 
 impl Store {
     /// An empty store.
-    pub fn new(published: Arc<AtomicU64>) -> Store {
+    pub fn new(published: Arc<AtomicU64>, history: WatchHistory) -> Store {
         let tables = RESOURCES
             .iter()
             .map(|_| Table {
@@ -143,6 +160,7 @@ impl Store {
             rv: 1,
             tables,
             published,
+            history,
         }
     }
 
@@ -171,14 +189,21 @@ impl Store {
             obj,
             prev,
             line: OnceLock::new(),
+            at: Instant::now(),
         });
         let t = &mut self.tables[res];
-        if t.ring.len() >= WATCH_WINDOW
-            && let Some(old) = t.ring.pop_front()
-        {
-            t.compacted = old.rv;
-        }
         t.ring.push_back(ev.clone());
+        let (min, max) = match self.history {
+            WatchHistory::LikeUpstream => (MIN_EVENTS, MAX_EVENTS),
+            WatchHistory::Events(n) => (n.max(1), n.max(1)),
+        };
+        while t.ring.len() > max
+            || (t.ring.len() > min && t.ring.front().is_some_and(|e| e.at.elapsed() > FRESH_FOR))
+        {
+            if let Some(old) = t.ring.pop_front() {
+                t.compacted = old.rv;
+            }
+        }
         // No receivers is fine: nobody is watching.
         let _ = t.tx.send(ev);
         self.published.store(self.rv, Ordering::Release);
@@ -261,7 +286,8 @@ impl Store {
             }),
             Some(v) => {
                 if v < t.compacted {
-                    let oldest = t.ring.front().map(|e| e.rv).unwrap_or(self.rv);
+                    // Upstream names the newest version it cannot serve.
+                    let oldest = t.ring.front().map(|e| e.rv - 1).unwrap_or(self.rv);
                     return Err(ApiError::expired(v, oldest));
                 }
                 let start = t.ring.partition_point(|e| e.rv <= v);

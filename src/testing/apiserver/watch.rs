@@ -125,6 +125,9 @@ struct State {
     last_rv: u64,
     deadline: Instant,
     close: watch::Receiver<u64>,
+    expire: watch::Receiver<u64>,
+    /// Set once the stream has sent its last line.
+    ended: bool,
     shutdown: watch::Receiver<bool>,
     bookmarks: Option<tokio::time::Interval>,
     published: Arc<AtomicU64>,
@@ -145,6 +148,9 @@ impl State {
             if let Some(b) = self.pending.pop_front() {
                 return Some(b);
             }
+            if self.ended {
+                return None;
+            }
             let rx = self.rx.as_mut()?;
             tokio::select! {
                 r = rx.recv() => match r {
@@ -160,6 +166,10 @@ impl State {
                 },
                 _ = tokio::time::sleep_until(self.deadline) => return None,
                 _ = self.close.changed() => return None,
+                _ = self.expire.changed() => {
+                    self.ended = true;
+                    return Some(error_line(&ApiError::expired(self.last_rv, self.last_rv)));
+                }
                 _ = self.shutdown.changed() => return None,
                 _ = tick(&mut self.bookmarks) => {
                     // Everything up to the published version is in our
@@ -265,6 +275,8 @@ pub(crate) fn start(
         last_rv: 0,
         deadline: Instant::now() + timeout,
         close: sh.faults.close_signal(),
+        expire: sh.faults.expire_signal(),
+        ended: false,
         shutdown: sh.shutdown_signal(),
         bookmarks: bookmarks_on.then(|| {
             let mut i = tokio::time::interval_at(Instant::now() + bookmark_every, bookmark_every);

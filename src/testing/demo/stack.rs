@@ -102,6 +102,7 @@ impl Stack {
             crd_schemas: crd_schemas.map(Path::to_path_buf),
             kubeconfig_out: Some(dir.join("kubeconfig")),
             restricted: Some(RbacPolicy::sidecar()),
+            ..ApiServerOptions::default()
         })
         .await
         .map_err(|e| start_err("embedded API server", e))?;
