@@ -470,8 +470,13 @@ async fn driver_not_ready() {
     .await;
     create(&server, class("mock-class", MOCK, json!({}))).await;
     create(&server, content("c-r", MOCK, "mock-class")).await;
-    eventually("a status with a handle", || async {
-        get_content(&server, "c-r").await.status_handle().is_some()
+    // The sidecar writes the handle, then drops the being-created annotation.
+    eventually("a status with a handle and no create in flight", || async {
+        let c = get_content(&server, "c-r").await;
+        c.status_handle().is_some()
+            && !c.metadata.annotations.as_ref().is_some_and(|a| {
+                a.contains_key("snapshot.storage.kubernetes.io/volumesnapshot-being-created")
+            })
     })
     .await;
     let f = diagnose(&server, &[]).await;
