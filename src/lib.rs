@@ -32,6 +32,7 @@
 pub mod config;
 pub mod controller;
 pub mod csi;
+pub mod diagnose;
 pub mod http;
 pub mod k8s;
 pub mod leader;

@@ -24,6 +24,13 @@ const SUBCOMMANDS: &[(&str, SubcommandMain)] = &[
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "diagnose") {
+        let rest = args[2..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return exit(csi_snapshotter::diagnose::cli_main(rest));
+    }
     #[cfg(feature = "testing")]
     if let Some(code) = dispatch_subcommand(&args) {
         return exit(code);

@@ -17,11 +17,10 @@
 
 mod content_support;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use content_support::{Harness, dynamic, preprovisioned};
+use content_support::{Harness, crd_dir, dynamic, preprovisioned};
 use csi_snapshotter::controller::common::Outcome;
 use csi_snapshotter::controller::content::{ContentController, ContentControllerOptions};
 use csi_snapshotter::controller::group::{GroupController, GroupControllerOptions};
@@ -75,17 +74,6 @@ const RPCS: [&str; 14] = [
     "GetVolumeGroupSnapshot",
 ];
 
-/// The upstream CRDs, or `None` (and the test is skipped) without them.
-fn crd_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: ../shared/crds not found (API economy tests need the upstream CRDs)");
-        None
-    }
-}
-
 struct World {
     server: ApiServer,
     client: kube::Client,
@@ -95,10 +83,9 @@ struct World {
     _dir: tempfile::TempDir,
 }
 
-async fn world() -> Option<World> {
-    let crds = crd_dir()?;
+async fn world() -> World {
     let server = ApiServer::start(ApiServerOptions {
-        crd_schemas: Some(crds),
+        crd_schemas: crd_dir(),
         ..Default::default()
     })
     .await
@@ -118,14 +105,14 @@ async fn world() -> Option<World> {
     let caps = conn.capabilities().await.expect("capabilities");
     let driver = Arc::new(conn.into_driver(name.clone(), caps));
     let (events, _writer) = EventRecorder::start(client.clone(), format!("csi-snapshotter {name}"));
-    Some(World {
+    World {
         server,
         client,
         mock,
         driver,
         events,
         _dir: dir,
-    })
+    }
 }
 
 /// Request counts by verb for one resource (`plural` or `plural/status`),
@@ -270,7 +257,7 @@ fn per_item(d: &[(String, u64)], n: u64) -> String {
 
 #[tokio::test]
 async fn content_create_and_delete_make_three_and_one_writes_and_one_csi_call_each() {
-    let Some(w) = world().await else { return };
+    let w = world().await;
     let class: VolumeSnapshotClass = serde_json::from_value(json!({
         "metadata": {"name": "eco-class"}, "driver": DRIVER, "deletionPolicy": "Delete"
     }))
@@ -373,7 +360,7 @@ async fn content_create_and_delete_make_three_and_one_writes_and_one_csi_call_ea
 
 #[tokio::test]
 async fn group_create_and_delete_make_three_and_one_writes_and_one_csi_call() {
-    let Some(w) = world().await else { return };
+    let w = world().await;
     let req = GroupRequest::new(DRIVER, "eco-group", ["vol-a", "vol-b", "vol-c"]);
     Api::<VolumeGroupSnapshotClass>::all(w.client.clone())
         .create(&PostParams::default(), &req.class_object())

@@ -1,34 +1,28 @@
-//! The embedded API server with CRD schemas: creates, updates and patches
-//! of the snapshot kinds are checked against the CRDs (422 Invalid).
-//! Needs `../shared/crds`; skipped when it is absent.
+//! The embedded API server's schema checks: creates, updates and patches
+//! of the snapshot kinds are checked against the schemas (422 Invalid),
+//! the built-in ones by default and the upstream CRDs from `../shared/crds`
+//! when given (each test runs with both when they are present).
 
-use std::path::PathBuf;
+#[path = "support/crds.rs"]
+mod crds;
 
 use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
 use serde_json::{Value, json};
 
 const VSC: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents";
 
-fn crds() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {} not found", dir.display());
-        None
-    }
-}
-
-async fn server() -> Option<ApiServer> {
-    let dir = crds()?;
-    Some(
-        ApiServer::start(ApiServerOptions {
+/// A server with the built-in schemas, and one with the upstream CRDs when
+/// they are beside the checkout.
+async fn servers() -> Vec<ApiServer> {
+    let mut servers = vec![ApiServer::start(ApiServerOptions::default()).await.unwrap()];
+    if let Some(dir) = crds::crd_dir() {
+        let opts = ApiServerOptions {
             crd_schemas: Some(dir),
             ..Default::default()
-        })
-        .await
-        .unwrap(),
-    )
+        };
+        servers.push(ApiServer::start(opts).await.unwrap());
+    }
+    servers
 }
 
 fn vsc(name: &str) -> Value {
@@ -43,88 +37,90 @@ fn vsc(name: &str) -> Value {
 
 #[tokio::test]
 async fn create_update_and_patch_are_validated() {
-    let Some(s) = server().await else { return };
-    let mut bad = vsc("bad");
-    bad["spec"]["deletionPolicy"] = json!("Keep");
-    let r = s
-        .request("POST", VSC, Some("application/json"), Some(&bad))
-        .await
-        .unwrap();
-    assert_eq!(r.code, 422, "{}", r.body);
-    assert_eq!(r.body["reason"], "Invalid");
-    let msg = r.body["message"].as_str().unwrap();
-    assert!(
+    for s in servers().await {
+        let mut bad = vsc("bad");
+        bad["spec"]["deletionPolicy"] = json!("Keep");
+        let r = s
+            .request("POST", VSC, Some("application/json"), Some(&bad))
+            .await
+            .unwrap();
+        assert_eq!(r.code, 422, "{}", r.body);
+        assert_eq!(r.body["reason"], "Invalid");
+        let msg = r.body["message"].as_str().unwrap();
+        assert!(
         msg.starts_with("VolumeSnapshotContent.snapshot.storage.k8s.io \"bad\" is invalid: ")
             && msg.contains("spec.deletionPolicy: Unsupported value: \"Keep\": supported values: \"Delete\", \"Retain\""),
         "{msg}"
     );
-    assert_eq!(
-        r.body["details"]["causes"][0]["field"],
-        "spec.deletionPolicy"
-    );
+        assert_eq!(
+            r.body["details"]["causes"][0]["field"],
+            "spec.deletionPolicy"
+        );
 
-    let r = s
-        .request("POST", VSC, Some("application/json"), Some(&vsc("good")))
-        .await
-        .unwrap();
-    assert_eq!(r.code, 201, "{}", r.body);
-    let r = s
-        .request(
-            "PATCH",
-            &format!("{VSC}/good"),
-            Some("application/merge-patch+json"),
-            Some(&json!({"spec": {"driver": null}})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.code, 422, "{}", r.body);
-    let r = s
-        .request(
-            "PATCH",
-            &format!("{VSC}/good/status"),
-            Some("application/json-patch+json"),
-            Some(&json!([{"op": "replace", "path": "/status/restoreSize", "value": -1}])),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.code, 422, "{}", r.body);
-    let r = s
+        let r = s
+            .request("POST", VSC, Some("application/json"), Some(&vsc("good")))
+            .await
+            .unwrap();
+        assert_eq!(r.code, 201, "{}", r.body);
+        let r = s
+            .request(
+                "PATCH",
+                &format!("{VSC}/good"),
+                Some("application/merge-patch+json"),
+                Some(&json!({"spec": {"driver": null}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, 422, "{}", r.body);
+        let r = s
+            .request(
+                "PATCH",
+                &format!("{VSC}/good/status"),
+                Some("application/json-patch+json"),
+                Some(&json!([{"op": "replace", "path": "/status/restoreSize", "value": -1}])),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, 422, "{}", r.body);
+        let r = s
         .request("PATCH", &format!("{VSC}/good/status"), Some("application/json-patch+json"), Some(&json!([{"op": "replace", "path": "/status", "value": {"readyToUse": true, "unknownField": 1}}])))
         .await
         .unwrap();
-    assert_eq!(r.code, 200, "{}", r.body);
-    assert!(
-        r.body["status"].get("unknownField").is_none(),
-        "unknown fields are pruned"
-    );
+        assert_eq!(r.code, 200, "{}", r.body);
+        assert!(
+            r.body["status"].get("unknownField").is_none(),
+            "unknown fields are pruned"
+        );
+    }
 }
 
 #[tokio::test]
 async fn strict_field_validation_refuses_unknown_fields() {
-    let Some(s) = server().await else { return };
-    let mut body = vsc("strict");
-    body["spec"]["bogus"] = json!(1);
-    let r = s
-        .request(
-            "POST",
-            &format!("{VSC}?fieldValidation=Strict"),
-            Some("application/json"),
-            Some(&body),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.code, 400, "{}", r.body);
-    assert_eq!(
-        r.body["message"],
-        "strict decoding error: unknown field \"spec.bogus\""
-    );
-    let r = s
-        .request("POST", VSC, Some("application/json"), Some(&body))
-        .await
-        .unwrap();
-    assert_eq!(r.code, 201);
-    assert!(
-        r.body["spec"].get("bogus").is_none(),
-        "pruned without Strict"
-    );
+    for s in servers().await {
+        let mut body = vsc("strict");
+        body["spec"]["bogus"] = json!(1);
+        let r = s
+            .request(
+                "POST",
+                &format!("{VSC}?fieldValidation=Strict"),
+                Some("application/json"),
+                Some(&body),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.code, 400, "{}", r.body);
+        assert_eq!(
+            r.body["message"],
+            "strict decoding error: unknown field \"spec.bogus\""
+        );
+        let r = s
+            .request("POST", VSC, Some("application/json"), Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(r.code, 201);
+        assert!(
+            r.body["spec"].get("bogus").is_none(),
+            "pruned without Strict"
+        );
+    }
 }

@@ -1,10 +1,13 @@
 //! `csi-snapshotter demo` (README's main command): the built binary runs
 //! the sidecar against the embedded API server and the mock driver, and its
-//! narrative reports what the sidecar did. With `../shared/crds` present the
-//! API server also checks every object against the upstream CRD schemas.
+//! narrative reports what the sidecar did. The API server checks every
+//! object against its schemas: the upstream CRDs when `../shared/crds` is
+//! present, its built-in ones otherwise.
+
+#[path = "support/crds.rs"]
+mod crds;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_csi-snapshotter");
@@ -37,11 +40,8 @@ fn field<'a>(out: &'a str, label: &str, key: &str) -> &'a str {
 fn demo_shows_snapshots_a_group_and_their_deletion() {
     let mut cmd = Command::new(BIN);
     cmd.args(["demo", "--timeout", "90s"]);
-    let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
-    if crds.is_dir() {
+    if let Some(crds) = crds::crd_dir() {
         cmd.arg("--crd-schemas").arg(&crds);
-    } else {
-        eprintln!("../shared/crds not found: running the demo without CRD schema checks");
     }
     let output = cmd.output().expect("run csi-snapshotter demo");
     let out = String::from_utf8_lossy(&output.stdout);
@@ -52,6 +52,7 @@ fn demo_shows_snapshots_a_group_and_their_deletion() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(out.trim_end().ends_with("demo: OK"), "{out}");
+    assert!(out.contains("(CRD schema checks on, "), "{out}");
 
     // Each content got a distinct backend handle; the pre-provisioned one
     // kept the handle of the snapshot that existed before.

@@ -16,6 +16,8 @@
 
 #[path = "e2e/cluster.rs"]
 mod cluster;
+#[path = "support/crds.rs"]
+mod crds;
 #[path = "e2e/objects.rs"]
 mod objects;
 #[path = "e2e/scenarios.rs"]
@@ -26,6 +28,8 @@ mod settings;
 mod sidecar;
 #[path = "e2e/standin.rs"]
 mod standin;
+#[path = "e2e/volume.rs"]
+mod volume;
 
 use std::io::Write;
 use std::time::Instant;
@@ -73,7 +77,17 @@ struct Summary {
 
 /// Runs the selected scenarios one after another. A failing scenario does
 /// not stop the others.
-async fn run(settings: Settings) -> Summary {
+async fn run(mut settings: Settings) -> Summary {
+    let source = match (settings.create_volume, &settings.sidecar) {
+        (true, Some(launch)) => match volume::SourceVolume::create(&launch.csi_address).await {
+            Ok(v) => {
+                settings.volume_handle = Some(v.handle.clone());
+                Some(v)
+            }
+            Err(e) => panic!("e2e: cannot create the source volume: {e}"),
+        },
+        _ => None,
+    };
     let client = match cluster::connect(&settings).await {
         Ok(client) => client,
         Err(e) => panic!("e2e: cannot use the cluster: {e}"),
@@ -135,6 +149,9 @@ async fn run(settings: Settings) -> Summary {
     if let Some(task) = standin {
         task.abort();
     }
+    if let Some(v) = source {
+        v.delete().await;
+    }
     say(&format!(
         "e2e: {ran} scenarios run, {} failed, {} skipped",
         summary.failed.len(),
@@ -143,8 +160,9 @@ async fn run(settings: Settings) -> Summary {
     summary
 }
 
-/// The whole suite against the embedded API server (CRD schemas on when
-/// `../shared/crds` is there; the sidecar held to the shipped RBAC rules),
+/// The whole suite against the embedded API server (checking against the
+/// upstream CRDs when `../shared/crds` is there, its built-in schemas
+/// otherwise; the sidecar held to the shipped RBAC rules),
 /// the suite's stand-in snapshot-controller, the
 /// mock driver with its parameter faults (so every scenario runs, none is
 /// skipped) and the sidecar binary. It proves the suite and the sidecar
@@ -163,13 +181,8 @@ fn suite_passes_against_the_stand_in() {
         .build()
         .expect("tokio runtime");
     let summary = runtime.block_on(async {
-        let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
-        let crd_schemas = crds.is_dir().then_some(crds);
-        if crd_schemas.is_none() {
-            say("e2e stand-in: ../shared/crds not found, running without CRD schemas");
-        }
         let server = ApiServer::start(ApiServerOptions {
-            crd_schemas,
+            crd_schemas: crds::crd_dir(),
             restricted: Some(RbacPolicy::sidecar()),
             ..Default::default()
         })
@@ -192,6 +205,9 @@ fn suite_passes_against_the_stand_in() {
             driver: MockConfig::default().driver_name,
             storage_class: None,
             volume_handle: None,
+            // One source volume from the driver's CreateVolume, as on the
+            // real-stack rig, where the hostpath driver needs a real one.
+            create_volume: true,
             sidecar: Some(Launch {
                 binary: env!("CARGO_BIN_EXE_csi-snapshotter").into(),
                 csi_address: format!("unix://{}", socket.display()),
@@ -227,13 +243,12 @@ fn suite_passes_against_the_stand_in() {
 }
 
 /// The objects the suite sends are accepted by the API: snapshot objects
-/// pass the CRD schemas (no unknown, i.e. misspelt, fields and no rule
+/// pass the CRD schemas (upstream or built in; no unknown, i.e. misspelt, fields and no rule
 /// violations), core objects round-trip through their k8s-openapi types.
 /// Runs offline, so that a typo fails CI rather than a cluster run.
 #[cfg(feature = "testing")]
 #[test]
 fn objects_are_valid_for_the_api() {
-    use csi_snapshotter::testing::apiserver::schema::Schemas;
     use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
     use serde_json::Value;
 
@@ -256,12 +271,7 @@ fn objects_are_valid_for_the_api() {
         "c",
     ));
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
-    if !dir.is_dir() {
-        say("e2e objects: CRD check skipped (../shared/crds not found)");
-        return;
-    }
-    let schemas = Schemas::load_dir(&dir).expect("load CRDs");
+    let schemas = crds::schemas();
     let snapshot_objects = [
         (
             "volumesnapshotclasses",

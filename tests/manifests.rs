@@ -2,9 +2,13 @@
 //! Kubernetes objects, so that a typo in a field name, a wrong kind or a value
 //! of the wrong type fails here rather than at `kubectl apply` time. On top of
 //! parsing, the tests pin what the manifests promise: the sidecar's RBAC rules
-//! are exactly those of spec section F, the example pod meets the restricted
-//! Pod Security level, and every flag passed to the sidecar is one the binary
-//! accepts.
+//! are exactly upstream's (under names of their own), the root example runs
+//! driver and sidecar as root without privileges, the non-root overlay
+//! (`nonroot/`) meets the restricted Pod Security level, and every flag passed
+//! to the sidecar is one the binary accepts.
+
+#[path = "support/crds.rs"]
+mod crds;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,11 +25,31 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Name of the sidecar's ClusterRole (the upstream name, so that existing
-/// bindings keep working after a swap).
-const RUNNER_ROLE: &str = "external-snapshotter-runner";
-/// Name of the leader-election Role (upstream name).
-const LEADER_ROLE: &str = "external-snapshotter-leaderelection";
+/// Name of the sidecar's ClusterRole (its own, so that applying rbac.yaml
+/// never changes upstream's objects).
+const RUNNER_ROLE: &str = "csi-snapshotter-rs-runner";
+/// Name of the leader-election Role (its own, as above).
+const LEADER_ROLE: &str = "csi-snapshotter-rs-leaderelection";
+/// RBAC object names of the upstream sidecars' and snapshot-controller's
+/// example manifests (external-snapshotter v8.6, external-provisioner v6):
+/// applying ours must not overwrite any of them.
+const UPSTREAM_RBAC_NAMES: &[&str] = &[
+    "external-snapshotter-runner",
+    "csi-snapshotter-role",
+    "external-snapshotter-leaderelection",
+    "csi-snapshotter-leaderelection",
+    "snapshot-controller-runner",
+    "snapshot-controller-role",
+    "snapshot-controller-leaderelection",
+    "external-provisioner-runner",
+    "csi-provisioner-role",
+    "external-provisioner-cfg",
+    "csi-provisioner-role-cfg",
+];
+/// Tag suffix of the non-root image variant.
+const NONROOT_TAG_SUFFIX: &str = "-nonroot";
+/// The non-root image's user and group.
+const NONROOT_ID: i64 = 65532;
 /// The sidecar's ServiceAccount.
 const SERVICE_ACCOUNT: &str = "csi-snapshotter";
 /// Name of our container in the example pod.
@@ -119,6 +143,24 @@ struct KustomizeImage {
     new_tag: Option<String>,
 }
 
+/// The non-root overlay's kustomization: the base directory, strategic
+/// merge patches and the image tag.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Overlay {
+    api_version: String,
+    kind: String,
+    resources: Vec<String>,
+    patches: Vec<PatchRef>,
+    images: Vec<KustomizeImage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchRef {
+    path: String,
+}
+
 /// One YAML document of a manifest file.
 struct Doc {
     origin: String,
@@ -183,24 +225,112 @@ fn read_kustomization() -> Kustomization {
     serde_norway::from_str(&text).unwrap_or_else(|e| panic!("kustomization.yaml: {e}"))
 }
 
-/// Every document of every file the kustomization lists, in order.
-fn load_docs() -> Vec<Doc> {
-    let mut docs = Vec::new();
-    for file in read_kustomization().resources {
-        let text = std::fs::read_to_string(deploy_dir().join(&file))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
-        for (i, de) in serde_norway::Deserializer::from_str(&text).enumerate() {
-            let value = Value::deserialize(de).unwrap_or_else(|e| panic!("{file}: {e}"));
-            if value.is_null() {
-                continue;
-            }
-            docs.push(Doc {
-                origin: format!("{file} document {}", i + 1),
+fn read_overlay() -> Overlay {
+    let path = deploy_dir().join("nonroot/kustomization.yaml");
+    let text = std::fs::read_to_string(&path).expect("read nonroot/kustomization.yaml");
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("nonroot/kustomization.yaml: {e}"))
+}
+
+/// Every document of one YAML file.
+fn read_yaml_docs(path: &Path, origin: &str) -> Vec<Doc> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{origin}: {e}"));
+    serde_norway::Deserializer::from_str(&text)
+        .enumerate()
+        .filter_map(|(i, de)| {
+            let value = Value::deserialize(de).unwrap_or_else(|e| panic!("{origin}: {e}"));
+            (!value.is_null()).then(|| Doc {
+                origin: format!("{origin} document {}", i + 1),
                 value,
-            });
+            })
+        })
+        .collect()
+}
+
+/// A strategic merge patch as kustomize applies it to these manifests:
+/// objects merge key by key, lists of named objects (containers, volumes,
+/// env) merge by name, anything else is replaced.
+fn strategic_merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (key, pv) in p {
+                match b.get_mut(key) {
+                    Some(bv) => strategic_merge(bv, pv),
+                    None => {
+                        b.insert(key.clone(), pv.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(p))
+            if p.iter().all(|v| v["name"].is_string())
+                && b.iter().all(|v| v["name"].is_string()) =>
+        {
+            for pv in p {
+                match b.iter_mut().find(|bv| bv["name"] == pv["name"]) {
+                    Some(bv) => strategic_merge(bv, pv),
+                    None => b.push(pv.clone()),
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+/// The documents of the non-root overlay: the base with its patches applied.
+fn load_nonroot_docs() -> Vec<Doc> {
+    let overlay = read_overlay();
+    assert_eq!(overlay.api_version, "kustomize.config.k8s.io/v1beta1");
+    assert_eq!(overlay.kind, "Kustomization");
+    assert_eq!(
+        overlay.resources,
+        vec!["..".to_string()],
+        "the overlay's base"
+    );
+    let mut docs = load_docs();
+    for patch_ref in &overlay.patches {
+        let path = deploy_dir().join("nonroot").join(&patch_ref.path);
+        for patch in read_yaml_docs(&path, &patch_ref.path) {
+            let target = docs
+                .iter_mut()
+                .find(|d| d.kind() == patch.kind() && d.name() == patch.name())
+                .unwrap_or_else(|| panic!("{}: patches nothing", patch.origin));
+            strategic_merge(&mut target.value, &patch.value);
         }
     }
     docs
+}
+
+/// The sidecar's image reference after the kustomization's `images` entry.
+fn kustomized_image(images: &[KustomizeImage], image: &str) -> String {
+    let name = image.split(':').next().unwrap_or_default();
+    let entry = images
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("no images entry for {name}"));
+    format!(
+        "{}:{}",
+        entry.new_name.as_deref().unwrap_or(name),
+        entry.new_tag.as_deref().unwrap_or("latest")
+    )
+}
+
+/// The Pod Security level a namespace document enforces.
+fn enforced_level(docs: &[Doc]) -> String {
+    let namespace = read_kustomization().namespace;
+    find(docs, "Namespace", &namespace).value["metadata"]["labels"]
+        ["pod-security.kubernetes.io/enforce"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Every document of every file the kustomization lists, in order.
+fn load_docs() -> Vec<Doc> {
+    read_kustomization()
+        .resources
+        .iter()
+        .flat_map(|file| read_yaml_docs(&deploy_dir().join(file), file))
+        .collect()
 }
 
 fn find<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
@@ -266,29 +396,34 @@ fn every_manifest_parses_into_its_typed_object() {
     let docs = load_docs();
     assert!(!docs.is_empty());
     for doc in &docs {
-        let api_version = doc.value["apiVersion"].as_str().unwrap_or("");
-        match (api_version, doc.kind()) {
-            ("v1", "Namespace") => drop(doc.typed::<Namespace>()),
-            ("v1", "ServiceAccount") => drop(doc.typed::<ServiceAccount>()),
-            ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(doc.typed::<ClusterRole>()),
-            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
-                drop(doc.typed::<ClusterRoleBinding>())
-            }
-            ("rbac.authorization.k8s.io/v1", "Role") => drop(doc.typed::<Role>()),
-            ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(doc.typed::<RoleBinding>()),
-            ("apps/v1", "Deployment") => drop(doc.typed::<Deployment>()),
-            ("storage.k8s.io/v1", "StorageClass") => drop(doc.typed::<StorageClass>()),
-            ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass") => {
-                drop(doc.typed::<VolumeSnapshotClass>())
-            }
-            (v, k) => panic!("{}: no typed check for {v} {k}", doc.origin),
-        }
-        assert!(
-            !doc.name().is_empty(),
-            "{}: metadata.name missing",
-            doc.origin
-        );
+        check_typed(doc);
     }
+}
+
+/// Parses `doc` into the typed object of its kind (see [`Doc::typed`]).
+fn check_typed(doc: &Doc) {
+    let api_version = doc.value["apiVersion"].as_str().unwrap_or("");
+    match (api_version, doc.kind()) {
+        ("v1", "Namespace") => drop(doc.typed::<Namespace>()),
+        ("v1", "ServiceAccount") => drop(doc.typed::<ServiceAccount>()),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(doc.typed::<ClusterRole>()),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            drop(doc.typed::<ClusterRoleBinding>())
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => drop(doc.typed::<Role>()),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(doc.typed::<RoleBinding>()),
+        ("apps/v1", "Deployment") => drop(doc.typed::<Deployment>()),
+        ("storage.k8s.io/v1", "StorageClass") => drop(doc.typed::<StorageClass>()),
+        ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass") => {
+            drop(doc.typed::<VolumeSnapshotClass>())
+        }
+        (v, k) => panic!("{}: no typed check for {v} {k}", doc.origin),
+    }
+    assert!(
+        !doc.name().is_empty(),
+        "{}: metadata.name missing",
+        doc.origin
+    );
 }
 
 #[test]
@@ -429,10 +564,10 @@ fn bindings_grant_both_roles_to_the_sidecar_service_account() {
     assert_eq!(pod.service_account_name.as_deref(), Some(SERVICE_ACCOUNT));
 }
 
-#[test]
-fn example_pod_meets_the_restricted_pod_security_level() {
-    let docs = load_docs();
-    let pod = example_pod(&docs);
+/// What both examples promise for every container: no privileges, no
+/// capabilities, a read-only root filesystem, resource requests and limits,
+/// no host namespaces or hostPath volumes, the runtime's seccomp profile.
+fn assert_hardened(pod: &PodSpec) {
     let pod_sc = pod.security_context.clone().unwrap_or_default();
     assert_eq!(
         pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
@@ -449,19 +584,8 @@ fn example_pod_meets_the_restricted_pod_security_level() {
             volume.name
         );
     }
-    for c in pod
-        .containers
-        .iter()
-        .chain(pod.init_containers.iter().flatten())
-    {
+    for c in all_containers(pod) {
         let sc = c.security_context.clone().unwrap_or_default();
-        let non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true);
-        let uid = sc.run_as_user.or(pod_sc.run_as_user);
-        assert!(
-            non_root && uid != Some(0),
-            "{}: must run as non-root",
-            c.name
-        );
         assert_eq!(sc.privileged, None, "{}: privileged", c.name);
         assert_eq!(
             sc.allow_privilege_escalation,
@@ -499,6 +623,103 @@ fn example_pod_meets_the_restricted_pod_security_level() {
             );
         }
     }
+}
+
+fn all_containers(pod: &PodSpec) -> impl Iterator<Item = &Container> {
+    pod.containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+}
+
+#[test]
+fn root_example_runs_driver_and_sidecar_as_root_without_privileges() {
+    let docs = load_docs();
+    let pod = example_pod(&docs);
+    assert_hardened(&pod);
+    // The images' own users: root for the driver and for the sidecar's
+    // default image, as in a vendor's pod that used the upstream image.
+    let pod_sc = pod.security_context.clone().unwrap_or_default();
+    assert!(pod_sc.run_as_user.is_none() && pod_sc.run_as_non_root.is_none());
+    for c in all_containers(&pod) {
+        let sc = c.security_context.clone().unwrap_or_default();
+        assert!(
+            sc.run_as_user.is_none() && sc.run_as_non_root.is_none(),
+            "{}: the root example sets no user",
+            c.name
+        );
+    }
+    let image = kustomized_image(
+        &read_kustomization().images,
+        sidecar(&pod).image.as_deref().expect("sidecar image"),
+    );
+    assert!(!image.ends_with(NONROOT_TAG_SUFFIX), "{image}");
+    assert_eq!(enforced_level(&docs), "baseline");
+}
+
+#[test]
+fn nonroot_example_meets_the_restricted_pod_security_level() {
+    let patches: BTreeSet<String> = read_overlay().patches.into_iter().map(|p| p.path).collect();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(deploy_dir().join("nonroot"))
+        .expect("read deploy/kubernetes/nonroot")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    assert_eq!(patches, on_disk, "nonroot patches vs files in nonroot/");
+    let docs = load_nonroot_docs();
+    for doc in &docs {
+        check_typed(doc);
+    }
+    let pod = example_pod(&docs);
+    assert_hardened(&pod);
+    let pod_sc = pod.security_context.clone().unwrap_or_default();
+    for c in all_containers(&pod) {
+        let sc = c.security_context.clone().unwrap_or_default();
+        let non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true);
+        let uid = sc.run_as_user.or(pod_sc.run_as_user);
+        let gid = sc.run_as_group.or(pod_sc.run_as_group);
+        // One user for the whole pod: the sidecar may open the socket the
+        // driver creates because it is its owner.
+        assert!(non_root, "{}: must run as non-root", c.name);
+        assert_eq!(uid, Some(NONROOT_ID), "{}: user", c.name);
+        assert_eq!(gid, Some(NONROOT_ID), "{}: group", c.name);
+    }
+    let image = kustomized_image(
+        &read_overlay().images,
+        sidecar(&pod).image.as_deref().expect("sidecar image"),
+    );
+    assert!(image.ends_with(NONROOT_TAG_SUFFIX), "{image}");
+    assert_eq!(enforced_level(&docs), "restricted");
+}
+
+#[test]
+fn rbac_names_are_our_own_so_upstream_bindings_stay_untouched() {
+    let docs = load_docs();
+    let mut checked = 0;
+    for doc in &docs {
+        if !matches!(
+            doc.kind(),
+            "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
+        ) {
+            continue;
+        }
+        assert!(
+            !UPSTREAM_RBAC_NAMES.contains(&doc.name()),
+            "{}: {} {} is an upstream name; applying it would overwrite upstream's object",
+            doc.origin,
+            doc.kind(),
+            doc.name()
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 4,
+        "the sidecar's roles and bindings were checked"
+    );
 }
 
 #[test]
@@ -759,18 +980,13 @@ fn migration_guide_covers_every_flag_of_the_binary() {
     );
 }
 
-/// Custom resources in the manifests also pass the upstream CRD schemas
-/// (shared/crds beside the repository; skipped where it is absent).
+/// Custom resources in the manifests also pass the CRD schemas (the
+/// upstream ones when shared/crds is beside the repository, the built-in
+/// ones otherwise).
 #[cfg(feature = "testing")]
 #[test]
 fn custom_resources_pass_the_crd_schemas() {
-    use csi_snapshotter::testing::apiserver::schema::Schemas;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
-    if !dir.is_dir() {
-        println!("manifests: CRD check skipped (../shared/crds not found)");
-        return;
-    }
-    let schemas = Schemas::load_dir(&dir).expect("load CRDs");
+    let schemas = crds::schemas();
     let mut checked = 0;
     for doc in load_docs() {
         let api_version = doc.value["apiVersion"].as_str().unwrap_or_default();

@@ -2,6 +2,9 @@
 //!
 //! - Dialing is retried about every second, with one log line per attempt and
 //!   a "still connecting" line every 10 s, for at most 30 s overall.
+//! - A socket the sidecar may not open (`EACCES`), or a path that is not a
+//!   socket, is logged at once as an error saying what to change
+//!   ([`SocketProblem`]), and dialing goes on as for any other failure.
 //! - The channel is never re-established: once connected, a closed socket or
 //!   a request to dial again means the driver went away, and the
 //!   [`LossHandler`] runs (in production: note it in
@@ -10,8 +13,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::socket_access::SocketProblem;
 
 /// Message written to the termination log and logged on connection loss.
 pub const LOST_CONNECTION_MESSAGE: &str = "Lost connection to CSI driver, exiting";
@@ -184,13 +189,19 @@ pub(crate) async fn connect_unix(
     let give_up = start + limit;
     let mut next_still_connecting = start + STILL_CONNECTING_EVERY;
     let mut attempt = 0u32;
+    // What the connector found wrong with the socket path on its last dial,
+    // and the problem last logged (logged again only when it changes).
+    let found: Arc<Mutex<Option<SocketProblem>>> = Arc::default();
+    let mut reported: Option<SocketProblem> = None;
     tracing::info!(address = %address, "connecting to CSI driver");
     loop {
         attempt += 1;
         let connector = {
             let state = state.clone();
+            let found = found.clone();
             tower::service_fn(move |_: Uri| {
                 let state = state.clone();
+                let found = found.clone();
                 async move {
                     if state.established.load(Ordering::SeqCst) {
                         state.lost("the channel asked to dial the driver again");
@@ -199,7 +210,9 @@ pub(crate) async fn connect_unix(
                             LOST_CONNECTION_MESSAGE,
                         ));
                     }
-                    let inner = UnixStream::connect(&state.socket).await?;
+                    let inner = UnixStream::connect(&state.socket).await.inspect_err(|e| {
+                        *lock(&found) = SocketProblem::diagnose(&state.socket, e);
+                    })?;
                     Ok::<_, io::Error>(TokioIo::new(WatchedStream { inner, state }))
                 }
             })
@@ -216,6 +229,13 @@ pub(crate) async fn connect_unix(
             Ok(Err(e)) => error_chain(&e),
             Err(_) => "connection attempt timed out".to_string(),
         };
+        let problem = lock(&found).take();
+        if let Some(problem) = &problem
+            && reported.as_ref() != Some(problem)
+        {
+            problem.log(&address);
+        }
+        reported = problem;
         tracing::info!(address = %address, attempt, error = %last_error, "CSI driver not reachable yet");
         let now = Instant::now();
         if now + DIAL_INTERVAL > give_up {
@@ -231,6 +251,13 @@ pub(crate) async fn connect_unix(
         }
         tokio::time::sleep(DIAL_INTERVAL).await;
     }
+}
+
+/// The slot's contents; a panic elsewhere while it was held does not matter
+/// for a diagnosis that is rewritten on every dial.
+fn lock<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An error with its sources, `outer: inner: …`, for one log field.

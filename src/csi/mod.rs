@@ -8,3 +8,4 @@ pub mod driver;
 pub mod error;
 pub mod proto;
 pub mod redact;
+pub mod socket_access;

@@ -750,8 +750,12 @@ mod tests {
         assert_eq!(items[1].meta().name.as_deref(), Some("bad"));
     }
 
-    /// The upstream CRDs, when the shared directory is next to the checkout.
+    /// The upstream CRDs, when the shared directory is next to the checkout
+    /// (and CI's switch that hides it is off).
     fn crd_dir() -> Option<std::path::PathBuf> {
+        if std::env::var_os("SNAPSHOTTER_TESTS_IGNORE_SHARED").is_some() {
+            return None;
+        }
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         root.ancestors()
             .map(|p| p.join("shared/crds"))

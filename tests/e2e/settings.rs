@@ -44,6 +44,9 @@ pub struct Settings {
     /// PersistentVolumes (default: a fresh name, which suits drivers that
     /// snapshot any handle, such as the mock driver).
     pub volume_handle: Option<String>,
+    /// `E2E_CREATE_VOLUME=1`: the pre-created PersistentVolumes use one
+    /// volume made with the driver's CreateVolume at `E2E_CSI_ADDRESS`.
+    pub create_volume: bool,
     /// `E2E_SIDECAR_BIN` + `E2E_CSI_ADDRESS` (+ `E2E_SIDECAR_ARGS`).
     pub sidecar: Option<Launch>,
     /// `E2E_TIMEOUT`: seconds per wait.
@@ -116,6 +119,13 @@ impl Settings {
             (None, None) => None,
             _ => return Err("E2E_SIDECAR_BIN and E2E_CSI_ADDRESS go together".into()),
         };
+        let create_volume = var("E2E_CREATE_VOLUME").is_some_and(|v| v != "0");
+        if create_volume && (sidecar.is_none() || var("E2E_VOLUME_HANDLE").is_some()) {
+            return Err(
+                "E2E_CREATE_VOLUME needs E2E_CSI_ADDRESS (with E2E_SIDECAR_BIN) and no E2E_VOLUME_HANDLE"
+                    .into(),
+            );
+        }
         let timeout = match var("E2E_TIMEOUT") {
             Some(s) => Duration::from_secs(
                 s.parse()
@@ -129,6 +139,7 @@ impl Settings {
             driver,
             storage_class: var("E2E_STORAGE_CLASS"),
             volume_handle: var("E2E_VOLUME_HANDLE"),
+            create_volume,
             sidecar,
             timeout,
             only: var("E2E_SCENARIOS")

@@ -1,15 +1,18 @@
 //! Shared harness of the `group_*` integration tests: the embedded API
-//! server with the upstream CRD schemas from `../shared/crds`, the mock CSI
-//! driver on a Unix socket, and a group controller whose caches are
+//! server with schema checks (the upstream CRDs from `../shared/crds` when
+//! present, its built-in schemas otherwise), the mock CSI driver on a Unix socket, and a group controller whose caches are
 //! refreshed from the server before each sync, so most tests are a
 //! deterministic sequence of syncs.
 #![allow(dead_code)]
 
+#[path = "../support/crds.rs"]
+mod crds;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crds::crd_dir;
 use csi_snapshotter::controller::common::Outcome;
 use csi_snapshotter::controller::group::{ClassCache, ContentCache, GroupController};
 use csi_snapshotter::csi::driver::{
@@ -43,19 +46,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// Deadline of each CSI call of the test driver (`--timeout`).
 const CSI_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The upstream CRDs next to the checkout; `None` (with one line on stderr)
-/// when absent, and the test is skipped.
-pub fn crd_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/crds");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: ../shared/crds not found (group tests need the upstream CRDs)");
-        None
-    }
-}
-
-/// Starts a [`Harness`] or returns from the test when the CRDs are absent.
+/// Starts a [`Harness`].
 #[macro_export]
 macro_rules! harness {
     () => {
@@ -64,10 +55,7 @@ macro_rules! harness {
         ))
     };
     ($cfg:expr) => {
-        match group_support::Harness::start($cfg).await {
-            Some(h) => h,
-            None => return,
-        }
+        group_support::Harness::start($cfg).await
     };
 }
 
@@ -212,11 +200,11 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// Starts everything; `None` when the CRDs are absent.
-    pub async fn start(cfg: ReconcileConfig) -> Option<Harness> {
-        let crds = crd_dir()?;
+    /// Starts everything (the server checks against the upstream CRDs when
+    /// they are beside the checkout, its built-in schemas otherwise).
+    pub async fn start(cfg: ReconcileConfig) -> Harness {
         let server = ApiServer::start(ApiServerOptions {
-            crd_schemas: Some(crds),
+            crd_schemas: crd_dir(),
             ..ApiServerOptions::default()
         })
         .await
@@ -248,7 +236,7 @@ impl Harness {
             events.clone(),
             cfg,
         ));
-        Some(Harness {
+        Harness {
             api: Api::all(client.clone()),
             server,
             client,
@@ -259,7 +247,7 @@ impl Harness {
             events,
             ctrl,
             _dir: dir,
-        })
+        }
     }
 
     /// Replaces the caches' content with the server's objects.

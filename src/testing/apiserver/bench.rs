@@ -84,9 +84,9 @@ impl fmt::Display for BenchReport {
             self.options.objects,
             self.options.writers,
             if self.options.crd_schemas.is_some() {
-                ", schema validation on"
+                ", schema validation against the given CRDs"
             } else {
-                ""
+                ", built-in schema validation"
             }
         )?;
         writeln!(

@@ -22,7 +22,8 @@ struct Args {
     /// Listen address (default 127.0.0.1 with a port chosen by the OS).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Directory of CRD YAML files to validate custom resources against.
+    /// Directory of CRD YAML files to validate custom resources against
+    /// instead of the built-in schemas.
     #[arg(long, value_name = "DIR")]
     crd_schemas: Option<PathBuf>,
     /// Also write `<kubeconfig-out>.restricted`, for a user held to the

@@ -83,8 +83,9 @@ const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "
 pub struct ApiServerOptions {
     /// Address to listen on; `None` = 127.0.0.1 with a port chosen by the OS.
     pub listen: Option<SocketAddr>,
-    /// Directory of CRD YAML files: custom resources are then pruned and
-    /// validated against their `openAPIV3Schema` (422 Invalid on failure).
+    /// Directory of CRD YAML files to prune and validate custom resources
+    /// against instead of the built-in schemas ([`schema::Schemas::builtin`]);
+    /// either way a breach is refused with 422 Invalid.
     pub crd_schemas: Option<PathBuf>,
     /// Where to write the kubeconfig; `None` = a fresh temporary directory
     /// removed when the server is dropped.
@@ -223,18 +224,19 @@ impl Validator for SchemaValidator {
     }
 }
 
-fn load_validator(dir: &Path) -> io::Result<Option<Box<dyn Validator>>> {
-    let schemas = schema::Schemas::load_dir(dir).map_err(io::Error::other)?;
-    Ok(Some(Box::new(SchemaValidator(schemas))))
+/// The CRDs in `dir`, or the built-in schemas.
+fn load_schemas(dir: Option<&Path>) -> io::Result<schema::Schemas> {
+    match dir {
+        Some(dir) => schema::Schemas::load_dir(dir).map_err(io::Error::other),
+        None => Ok(schema::Schemas::builtin()),
+    }
 }
 
 impl ApiServer {
     /// Binds, writes the kubeconfig and starts serving.
     pub async fn start(opts: ApiServerOptions) -> io::Result<ApiServer> {
-        let validator = match &opts.crd_schemas {
-            Some(dir) => load_validator(dir)?,
-            None => None,
-        };
+        let schemas = load_schemas(opts.crd_schemas.as_deref())?;
+        let validator: Option<Box<dyn Validator>> = Some(Box::new(SchemaValidator(schemas)));
         let listen = opts
             .listen
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));

@@ -1,45 +1,53 @@
 //! `csi-snapshotter bench`: how fast and how light the sidecar is.
 //!
-//! The benchmark starts the embedded API server and the mock CSI driver in
-//! its own process, runs the sidecar as a separate process (this binary in
-//! sidecar mode, or `--sidecar-binary`), plays the snapshot-controller
-//! (creates N dynamic VolumeSnapshotContents, then deletes them) and
-//! prints what it took: time, throughput, latency as seen by a watch, API
-//! requests per snapshot by verb (counted at the server; the benchmark's
-//! own writes are made in-process and not counted), CSI calls per
-//! snapshot, and the sidecar's CPU time and resident memory. It then
-//! measures the sidecar's idle memory with ready contents cached. It
-//! asserts nothing.
+//! The benchmark runs the sidecar as a separate process (this binary in
+//! sidecar mode, and with `--sidecar-binary` another one as well, with the
+//! same flags), plays the snapshot-controller (creates N dynamic
+//! VolumeSnapshotContents, then deletes them) and prints what it took:
+//! time, throughput, latency as seen by a watch, API requests per snapshot
+//! by verb, CSI calls per snapshot, and the sidecar's CPU time and resident
+//! memory (from `/proc`).
+//!
+//! Its peers are either the embedded API server and the mock CSI driver,
+//! started in this process (the default; requests are counted at the
+//! server, and the idle memory with ready contents cached is measured
+//! too), or a real cluster (`--kubeconfig`) and CSI driver
+//! (`--csi-address`), where requests are counted from the sidecar's own
+//! `rest_client_requests_total`. It asserts nothing.
 
+mod cluster;
+mod compare;
+mod env;
 mod proc;
 mod report;
+mod scrape;
 mod sidecar;
 mod workload;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use futures::StreamExt;
 
 use crate::config::values::parse_go_duration;
-use crate::testing::apiserver::{ApiServer, ApiServerOptions, RbacPolicy, RequestCount};
-use crate::testing::mock_driver::{MockConfig, MockDriver};
-use report::{Idle, Latency, Phase, RPCS, Report, Settings, by_verb, diff};
-use sidecar::{Sidecar, SidecarSpec};
+use cluster::{Cluster, Target};
+use compare::Comparison;
+use env::{Counters, Env, Peers};
+use report::{Idle, Latency, Phase, Report, Settings, by_verb};
+use sidecar::SidecarSpec;
 use workload::{Seen, Tracker};
 
-/// How long the sidecar must make no request (watches aside) for a phase
-/// to count as finished: its last writes come after the last object
-/// reached its goal (e.g. removing the being-created annotation).
-const QUIET: Duration = Duration::from_millis(500);
-/// How often completion and quiet are checked.
+/// How often completion is checked (the watch's records are in memory).
 const POLL: Duration = Duration::from_millis(5);
 /// Interval of progress lines on stderr during a long phase.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-/// Objects created between yields, so that the watch and the server keep
-/// up while the benchmark writes.
+/// Objects written between yields, so that the watch and the embedded
+/// server keep up while the benchmark writes.
 const CREATE_BATCH: usize = 64;
+/// Idle phases run by default on the embedded peers.
+const DEFAULT_IDLE: [usize; 2] = [100, 10_000];
 
 /// Output format on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,12 +68,33 @@ fn duration(text: &str) -> Result<Duration, String> {
 #[derive(Debug, Parser)]
 #[command(
     name = "csi-snapshotter bench",
-    about = "Measure the sidecar against the embedded API server and the mock CSI driver"
+    about = "Measure the sidecar against the embedded API server and the mock CSI driver, \
+             or against a real cluster and CSI driver (--kubeconfig, --csi-address)"
 )]
 struct Args {
     /// Snapshots created, then deleted (0 skips these phases).
     #[arg(long, default_value_t = 1000)]
     snapshots: usize,
+    /// Real cluster: the benchmark's kubeconfig (it creates and deletes
+    /// VolumeSnapshotClasses and VolumeSnapshotContents and lists Leases).
+    /// Without it the embedded API server and the mock driver are used.
+    #[arg(long, value_name = "FILE", requires = "csi_address")]
+    kubeconfig: Option<PathBuf>,
+    /// Real cluster: the CSI driver's socket (unix:///path or a path).
+    #[arg(long, value_name = "ADDR", requires = "kubeconfig")]
+    csi_address: Option<String>,
+    /// Real cluster: the kubeconfig the sidecar runs with (default:
+    /// --kubeconfig), e.g. one bound to the sidecar's RBAC rules only.
+    #[arg(long, value_name = "FILE", requires = "kubeconfig")]
+    sidecar_kubeconfig: Option<PathBuf>,
+    /// Real cluster: snapshot this volume instead of creating one with
+    /// the driver's CreateVolume (and deleting it afterwards).
+    #[arg(long, value_name = "HANDLE", requires = "kubeconfig")]
+    volume_handle: Option<String>,
+    /// Real cluster: run even while another holder renews the driver's
+    /// leader-election Lease (a second sidecar would race it).
+    #[arg(long, requires = "kubeconfig")]
+    force: bool,
     /// Mock driver latency added to every RPC (Go duration, e.g. 10ms).
     #[arg(long, value_parser = duration, default_value = "0s")]
     latency: Duration,
@@ -83,21 +112,25 @@ struct Args {
     /// Sidecar --kube-api-burst (0 means 10; ignored when qps is unlimited).
     #[arg(long, default_value_t = 10, allow_hyphen_values = true)]
     kube_api_burst: i64,
-    /// Idle phases: ready contents pre-created before the sidecar starts,
-    /// comma-separated (0 or an empty value skips them).
-    #[arg(long, value_delimiter = ',', default_value = "100,10000")]
-    idle_contents: Vec<usize>,
+    /// Idle phases (embedded peers only): ready contents pre-created before
+    /// the sidecar starts, comma-separated (default 100,10000; 0 or an
+    /// empty value skips them).
+    #[arg(long, value_delimiter = ',')]
+    idle_contents: Option<Vec<usize>>,
     /// Idle phases: how long to wait after the sidecar is ready and quiet
     /// before reading its memory.
     #[arg(long, value_parser = duration, default_value = "5s")]
     idle_settle: Duration,
-    /// Sidecar binary to run (default: this binary). It gets the same flags.
+    /// Another sidecar binary (e.g. the upstream Go one). It is measured
+    /// first, with the same flags, then this binary, and a comparison of
+    /// the two is printed.
     #[arg(long, value_name = "PATH")]
     sidecar_binary: Option<PathBuf>,
     /// Extra flag for the sidecar, e.g. --sidecar-arg=--v=5 (repeatable).
     #[arg(long = "sidecar-arg", value_name = "FLAG", allow_hyphen_values = true)]
     sidecar_args: Vec<String>,
-    /// Directory of CRD YAML files: the API server validates against them.
+    /// Directory of CRD YAML files: the embedded API server validates against them
+    /// instead of its built-in schemas.
     #[arg(long, value_name = "DIR")]
     crd_schemas: Option<PathBuf>,
     /// Also write the JSON report to this file.
@@ -109,6 +142,12 @@ struct Args {
     /// Give up on a phase (or on the sidecar's readiness) after this long.
     #[arg(long, value_parser = duration, default_value = "10m")]
     timeout: Duration,
+}
+
+/// What the command measured: one sidecar, or another one and ours.
+enum Outcome {
+    One(Box<Report>),
+    Two(Box<Comparison>),
 }
 
 /// Runs the command; `args` are the arguments after `bench`. Returns the
@@ -134,7 +173,7 @@ pub fn cli_main(args: Vec<String>) -> i32 {
     };
     let dir = std::env::temp_dir().join(format!("csi-snapshotter-bench-{}", uuid::Uuid::new_v4()));
     let result = std::fs::create_dir_all(&dir).and_then(|()| rt.block_on(run(&parsed, &dir)));
-    let report = match result {
+    let outcome = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("bench: {e}\n(files kept in {})", dir.display());
@@ -142,7 +181,11 @@ pub fn cli_main(args: Vec<String>) -> i32 {
         }
     };
     let _ = std::fs::remove_dir_all(&dir);
-    let json = match serde_json::to_string_pretty(&report) {
+    let json = match &outcome {
+        Outcome::One(r) => serde_json::to_string_pretty(r),
+        Outcome::Two(c) => serde_json::to_string_pretty(c),
+    };
+    let json = match json {
         Ok(j) => j,
         Err(e) => {
             eprintln!("bench: {e}");
@@ -155,54 +198,122 @@ pub fn cli_main(args: Vec<String>) -> i32 {
         eprintln!("bench: cannot write {}: {e}", path.display());
         return 1;
     }
-    match parsed.output {
-        Output::Table => print!("{report}"),
-        Output::Json => println!("{json}"),
+    match (parsed.output, &outcome) {
+        (Output::Table, Outcome::One(r)) => print!("{r}"),
+        (Output::Table, Outcome::Two(c)) => print!("{c}"),
+        (Output::Json, _) => println!("{json}"),
     }
     0
 }
 
-/// The whole benchmark.
-async fn run(args: &Args, dir: &std::path::Path) -> io::Result<Report> {
-    let binary = match &args.sidecar_binary {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?,
-    };
-    let spec = SidecarSpec {
-        binary: binary.clone(),
+/// The whole benchmark: each sidecar in turn, on the chosen peers. On a
+/// real cluster, what the benchmark created is removed afterwards, also
+/// after a failure or Ctrl-C.
+async fn run(args: &Args, dir: &Path) -> io::Result<Outcome> {
+    let ours = SidecarSpec {
+        binary: std::env::current_exe()?,
         worker_threads: args.worker_threads,
         kube_api_qps: args.kube_api_qps,
         kube_api_burst: args.kube_api_burst,
         extra_args: args.sidecar_args.clone(),
     };
-    let mut report = Report {
-        settings: Settings {
-            snapshots: args.snapshots,
-            driver_latency_ms: report::ms(args.latency),
-            ready_after_polls: args.ready_after_polls,
-            worker_threads: args.worker_threads,
-            kube_api_qps: args.kube_api_qps,
-            kube_api_burst: args.kube_api_burst,
-            sidecar_binary: binary.display().to_string(),
-            sidecar_args: args.sidecar_args.clone(),
-            crd_schemas: args.crd_schemas.is_some(),
-        },
+    let mut specs = Vec::new();
+    if let Some(other) = &args.sidecar_binary {
+        specs.push(SidecarSpec {
+            binary: other.clone(),
+            ..ours.clone()
+        });
+    }
+    specs.push(ours.clone());
+    let reports = match (&args.kubeconfig, &args.csi_address) {
+        (Some(kubeconfig), Some(csi_address)) => {
+            let target = Target {
+                kubeconfig: kubeconfig.clone(),
+                sidecar_kubeconfig: args.sidecar_kubeconfig.clone(),
+                csi_address: csi_address.clone(),
+                volume_handle: args.volume_handle.clone(),
+                force: args.force,
+            };
+            let cluster = Cluster::connect(&target).await?;
+            let result = tokio::select! {
+                r = remote(args, &specs, dir, &cluster) => r,
+                _ = tokio::signal::ctrl_c() => Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "interrupted",
+                )),
+            };
+            eprintln!("bench: cleaning up");
+            tokio::select! {
+                () = cluster.cleanup(&ours, dir, args.timeout) => {}
+                _ = tokio::signal::ctrl_c() => eprintln!(
+                    "bench: cleanup interrupted; objects are labelled {}",
+                    cluster.selector()
+                ),
+            }
+            result?
+        }
+        _ => {
+            let mut reports = Vec::new();
+            for spec in &specs {
+                reports.push(embedded(args, spec, dir).await?);
+            }
+            reports
+        }
+    };
+    let mut reports = reports.into_iter();
+    match (reports.next(), reports.next()) {
+        (Some(other), Some(ours)) => Ok(Outcome::Two(Box::new(Comparison::new(other, ours)))),
+        (Some(one), None) => Ok(Outcome::One(Box::new(one))),
+        _ => Err(io::Error::other("no sidecar was measured")),
+    }
+}
+
+/// The run's settings as reported.
+fn settings(args: &Args, spec: &SidecarSpec, api_server: &str, driver: &str) -> Settings {
+    Settings {
+        api_server: api_server.to_string(),
+        driver: driver.to_string(),
+        api_counts: "none".to_string(),
+        snapshots: args.snapshots,
+        driver_latency_ms: report::ms(args.latency),
+        ready_after_polls: args.ready_after_polls,
+        worker_threads: args.worker_threads,
+        kube_api_qps: args.kube_api_qps,
+        kube_api_burst: args.kube_api_burst,
+        sidecar_binary: spec.binary.display().to_string(),
+        sidecar_args: args.sidecar_args.clone(),
+        crd_schemas: args.crd_schemas.is_some(),
+    }
+}
+
+fn empty_report(settings: Settings) -> Report {
+    Report {
+        settings,
         sidecar_startup_seconds: 0.0,
         create: None,
         delete: None,
         sidecar_cpu_seconds_total: 0.0,
         idle: Vec::new(),
-    };
+    }
+}
+
+/// One sidecar on the embedded peers: the create/delete run, then the
+/// idle phases.
+async fn embedded(args: &Args, spec: &SidecarSpec, dir: &Path) -> io::Result<Report> {
+    let driver = crate::testing::mock_driver::MockConfig::default().driver_name;
+    let mut report = empty_report(settings(args, spec, "embedded", &driver));
+    report.settings.api_counts = "api server".to_string();
+    eprintln!("bench: sidecar {}", spec.binary.display());
     if args.snapshots > 0 {
-        let env = Env::start(args, &spec, dir, "run", 0).await?;
+        let env = Env::embedded(args, spec, dir, "run", 0).await?;
         let result = run_phases(args, &env, &mut report).await;
         env.stop().await;
         result?;
     }
-    for &contents in args.idle_contents.iter().filter(|&&n| n > 0) {
+    let idle_contents = args.idle_contents.as_deref().unwrap_or(&DEFAULT_IDLE);
+    for &contents in idle_contents.iter().filter(|&&n| n > 0) {
         eprintln!("bench: idle with {contents} ready contents");
-        let env = Env::start(args, &spec, dir, &format!("idle{contents}"), contents).await;
-        let env = env?;
+        let env = Env::embedded(args, spec, dir, &format!("idle{contents}"), contents).await?;
         let result = idle(args, &env, contents).await;
         env.stop().await;
         report.idle.push(result?);
@@ -210,162 +321,108 @@ async fn run(args: &Args, dir: &std::path::Path) -> io::Result<Report> {
     Ok(report)
 }
 
-/// One API server, mock driver and sidecar.
-struct Env {
-    server: ApiServer,
-    mock: MockDriver,
-    sidecar: tokio::sync::Mutex<Sidecar>,
-    startup: Duration,
-    baseline: Vec<RequestCount>,
-}
-
-impl Env {
-    /// Starts the server and the driver, creates the class and `ready`
-    /// ready contents, then starts the sidecar and waits until it is ready
-    /// and quiet. `baseline` holds the counters from before the sidecar.
-    async fn start(
-        args: &Args,
-        spec: &SidecarSpec,
-        dir: &std::path::Path,
-        label: &str,
-        ready: usize,
-    ) -> io::Result<Env> {
-        let server = ApiServer::start(ApiServerOptions {
-            crd_schemas: args.crd_schemas.clone(),
-            kubeconfig_out: Some(dir.join(format!("{label}.kubeconfig"))),
-            // The sidecar runs as a user held to the shipped RBAC rules.
-            restricted: Some(RbacPolicy::sidecar()),
-            ..Default::default()
-        })
-        .await?;
-        let config = MockConfig {
-            latency: args.latency,
-            ready_after_polls: args.ready_after_polls,
-            ..MockConfig::default()
-        };
-        let driver = config.driver_name.clone();
-        let socket = dir.join(format!("{label}.sock"));
-        let mock = MockDriver::start(&socket, config).await?;
-        workload::create_class(&server, &driver).await?;
-        for i in 0..ready {
-            let obj = workload::dynamic_content(&driver, label, 0, i);
-            workload::create_content(&server, &obj).await?;
-            let name = workload::content_name(label, i);
-            workload::write_status(&server, &name, &workload::ready_status(label, i)).await?;
+/// Every sidecar against a real cluster, one after the other.
+async fn remote(
+    args: &Args,
+    specs: &[SidecarSpec],
+    dir: &Path,
+    cluster: &Cluster,
+) -> io::Result<Vec<Report>> {
+    if args
+        .idle_contents
+        .as_ref()
+        .is_some_and(|v| v.iter().any(|&n| n > 0))
+    {
+        eprintln!("bench: --idle-contents applies to the embedded peers only; skipped");
+    }
+    cluster.prepare().await?;
+    let mut reports = Vec::new();
+    for (k, spec) in specs.iter().enumerate() {
+        eprintln!("bench: sidecar {}", spec.binary.display());
+        let mut report = empty_report(settings(args, spec, &cluster.server, &cluster.driver));
+        if args.snapshots > 0 {
+            let env = Env::remote(args, spec, dir, cluster, k + 1).await?;
+            let result = run_phases(args, &env, &mut report).await;
+            env.stop().await;
+            result?;
         }
-        let baseline = server.request_counts();
-        let mut sidecar =
-            Sidecar::start(spec, &server, &socket, &dir.join(format!("{label}.log")))?;
-        let startup = sidecar.wait_ready(&server, args.timeout).await?;
-        let env = Env {
-            server,
-            mock,
-            sidecar: tokio::sync::Mutex::new(sidecar),
-            startup,
-            baseline,
-        };
-        env.wait_quiet(args.timeout).await?;
-        Ok(env)
+        reports.push(report);
     }
-
-    /// Requests so far, watches aside.
-    fn requests(&self) -> u64 {
-        self.server
-            .request_counts()
-            .iter()
-            .filter(|c| c.verb != "WATCH")
-            .map(|c| c.count)
-            .sum()
-    }
-
-    /// Waits until the sidecar made no request and no CSI call for [`QUIET`].
-    async fn wait_quiet(&self, timeout: Duration) -> io::Result<()> {
-        let start = Instant::now();
-        let activity = || self.requests() + RPCS.iter().map(|r| self.mock.calls(r)).sum::<u64>();
-        let mut last = activity();
-        let mut since = Instant::now();
-        while since.elapsed() < QUIET {
-            tokio::time::sleep(POLL).await;
-            self.sidecar.lock().await.check_alive()?;
-            let now = activity();
-            if now != last {
-                last = now;
-                since = Instant::now();
-            }
-            if start.elapsed() > timeout {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the sidecar did not go quiet",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// CSI calls since the last reset, non-zero only.
-    fn csi_calls(&self) -> std::collections::BTreeMap<String, u64> {
-        RPCS.iter()
-            .map(|r| (r.to_string(), self.mock.calls(r)))
-            .filter(|(_, n)| *n > 0)
-            .collect()
-    }
-
-    async fn stop(self) {
-        self.sidecar.into_inner().stop().await;
-        self.mock.stop().await;
-        self.server.shutdown().await;
-    }
+    Ok(reports)
 }
 
 /// Create, then delete, `args.snapshots` contents.
-async fn run_phases(args: &Args, env: &Env, report: &mut Report) -> io::Result<()> {
+async fn run_phases(args: &Args, env: &Env<'_>, report: &mut Report) -> io::Result<()> {
     report.sidecar_startup_seconds = env.startup.as_secs_f64();
-    let tracker = Tracker::start(&env.server).await?;
     let n = args.snapshots;
-    let driver = MockConfig::default().driver_name;
-    let names: Vec<String> = (0..n).map(|i| workload::content_name("run", i)).collect();
-    let run_id = std::process::id();
+    let w = &env.workload;
+    let names: Vec<String> = (0..n).map(|i| workload::content_name(&w.run, i)).collect();
+    let writer = env.writer();
 
     let phase = PhaseStart::begin(env, "create", n).await?;
-    let mut started = Vec::with_capacity(n);
-    for i in 0..n {
-        started.push(Instant::now());
-        let obj = workload::dynamic_content(&driver, "run", run_id, i);
-        workload::create_content(&env.server, &obj).await?;
-        if i % CREATE_BATCH == CREATE_BATCH - 1 {
-            tokio::task::yield_now().await;
-        }
-    }
+    let started = write_all(n, env.writers(), |i| {
+        let obj = w.content(i);
+        async move { writer.create_content(&obj).await }
+    })
+    .await?;
     let goal = Goal {
         at: |s: &Seen| s.ready,
         settled: |s: &Seen| s.ready.is_some() && !s.being_created,
+        foreign_deletes: true,
     };
-    report.create = Some(
-        phase
-            .finish(args, env, &tracker, &names, &started, goal)
-            .await?,
-    );
+    let create = phase.finish(args, env, &names, &started, goal).await?;
 
     let phase = PhaseStart::begin(env, "delete", n).await?;
-    let mut started = Vec::with_capacity(n);
-    for (i, name) in names.iter().enumerate() {
-        started.push(Instant::now());
-        workload::delete_content(&env.server, name).await?;
-        if i % CREATE_BATCH == CREATE_BATCH - 1 {
-            tokio::task::yield_now().await;
-        }
-    }
+    let started = write_all(n, env.writers(), |i| {
+        let name = names[i].as_str();
+        async move { writer.delete_content(name).await }
+    })
+    .await?;
     let goal = Goal {
         at: |s: &Seen| s.gone,
         settled: |s: &Seen| s.gone.is_some(),
+        foreign_deletes: false,
     };
-    report.delete = Some(
-        phase
-            .finish(args, env, &tracker, &names, &started, goal)
-            .await?,
-    );
+    let delete = phase.finish(args, env, &names, &started, goal).await?;
+    if let Peers::Remote(_) = env.peers {
+        report.settings.api_counts = if create.api_writes_per_object.is_some() {
+            "sidecar metrics"
+        } else {
+            "none"
+        }
+        .to_string();
+    }
+    report.create = Some(create);
+    report.delete = Some(delete);
     report.sidecar_cpu_seconds_total = env.sidecar.lock().await.sample()?.cpu_seconds;
     Ok(())
+}
+
+/// Runs `write(i)` for every `i < n`, `concurrency` at a time; returns
+/// when each write started.
+async fn write_all<F, Fut>(n: usize, concurrency: usize, write: F) -> io::Result<Vec<Instant>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = io::Result<()>>,
+{
+    let mut started = vec![Instant::now(); n];
+    let mut writes = futures::stream::iter(0..n)
+        .map(|i| {
+            let t = Instant::now();
+            let fut = write(i);
+            async move { fut.await.map(|()| (i, t)) }
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut done = 0;
+    while let Some(result) = writes.next().await {
+        let (i, t) = result?;
+        started[i] = t;
+        done += 1;
+        if done % CREATE_BATCH == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(started)
 }
 
 /// What a phase waits for: when an object reached its goal, and whether
@@ -373,23 +430,25 @@ async fn run_phases(args: &Args, env: &Env, report: &mut Report) -> io::Result<(
 struct Goal<A, S> {
     at: A,
     settled: S,
+    /// Fail when an object is being deleted by someone else (during the
+    /// create phase only the snapshot-controller would do that).
+    foreign_deletes: bool,
 }
 
 /// Counters at the start of a phase.
 struct PhaseStart {
     label: String,
     n: usize,
-    before: Vec<RequestCount>,
+    before: Counters,
     cpu: f64,
     harness_cpu: f64,
     t0: Instant,
 }
 
 impl PhaseStart {
-    /// Resets the CSI counters and the peak, and reads the counters.
-    async fn begin(env: &Env, label: &str, n: usize) -> io::Result<PhaseStart> {
-        let before = env.server.request_counts();
-        env.mock.reset_calls();
+    /// Resets the peak and reads the counters.
+    async fn begin(env: &Env<'_>, label: &str, n: usize) -> io::Result<PhaseStart> {
+        let before = env.counters().await;
         let sc = env.sidecar.lock().await;
         sc.take_peak_rss();
         let cpu = sc.sample()?.cpu_seconds;
@@ -410,8 +469,7 @@ impl PhaseStart {
     async fn finish<A, S>(
         self,
         args: &Args,
-        env: &Env,
-        tracker: &Tracker,
+        env: &Env<'_>,
         names: &[String],
         started: &[Instant],
         goal: Goal<A, S>,
@@ -421,11 +479,18 @@ impl PhaseStart {
         S: Fn(&Seen) -> bool,
     {
         let (n, t0, label) = (self.n, self.t0, &self.label);
+        let tracker: &Tracker = &env.tracker;
         let mut progress = Instant::now();
         loop {
             let done = tracker.count(names, |s| (goal.at)(s).is_some());
             if done == n && tracker.count(names, &goal.settled) == n {
                 break;
+            }
+            if goal.foreign_deletes && tracker.count(names, |s| s.deleting) > 0 {
+                return Err(io::Error::other(format!(
+                    "{label}: another controller is deleting the benchmark's contents \
+                     (a snapshot-controller? stop it while the benchmark runs)"
+                )));
             }
             env.sidecar.lock().await.check_alive()?;
             if t0.elapsed() > args.timeout {
@@ -451,20 +516,23 @@ impl PhaseStart {
             .filter_map(|(s, t)| (goal.at)(s).map(|g| g.saturating_duration_since(*t)))
             .collect();
         env.wait_quiet(args.timeout).await?;
-        let after = env.server.request_counts();
+        let counted = env.counters().await.since(&self.before);
         let (s1, harness_cpu, peak) = {
             let sc = env.sidecar.lock().await;
             let s = sc.sample()?;
             (s, proc::sample(None)?.cpu_seconds, sc.take_peak_rss())
         };
-        let requests = diff(&self.before, &after);
         let per = |x: f64| x / n.max(1) as f64;
+        let counted_api = counted.requests.is_some();
+        let requests = counted.requests.unwrap_or_default();
         let verbs = by_verb(&requests);
-        let writes: u64 = ["POST", "PUT", "PATCH", "DELETE"]
-            .iter()
-            .filter_map(|v| verbs.get(*v))
-            .sum();
-        let csi_calls = env.csi_calls();
+        let sum = |pred: &dyn Fn(&str) -> bool| -> f64 {
+            per(verbs
+                .iter()
+                .filter(|(v, _)| pred(v))
+                .map(|(_, c)| *c)
+                .sum::<u64>() as f64)
+        };
         let seconds = last.saturating_duration_since(t0).as_secs_f64();
         let cpu = s1.cpu_seconds - self.cpu;
         Ok(Phase {
@@ -477,13 +545,16 @@ impl PhaseStart {
                 .iter()
                 .map(|(v, c)| (v.clone(), per(*c as f64)))
                 .collect(),
-            api_writes_per_object: per(writes as f64),
+            api_requests_per_object: counted_api.then(|| sum(&|v| v != "WATCH")),
+            api_writes_per_object: counted_api
+                .then(|| sum(&|v| ["POST", "PUT", "PATCH", "DELETE"].contains(&v))),
             api_requests: requests,
-            csi_per_object: csi_calls
+            csi_per_object: counted
+                .csi
                 .iter()
                 .map(|(r, c)| (r.clone(), per(*c as f64)))
                 .collect(),
-            csi_calls,
+            csi_calls: counted.csi,
             sidecar_cpu_seconds: cpu,
             sidecar_cpu_ms_per_object: per(cpu * 1000.0),
             harness_cpu_seconds: harness_cpu - self.harness_cpu,
@@ -495,18 +566,18 @@ impl PhaseStart {
 }
 
 /// The sidecar idle with `contents` ready contents cached.
-async fn idle(args: &Args, env: &Env, contents: usize) -> io::Result<Idle> {
+async fn idle(args: &Args, env: &Env<'_>, contents: usize) -> io::Result<Idle> {
     tokio::time::sleep(args.idle_settle).await;
     env.wait_quiet(args.timeout).await?;
     let s = env.sidecar.lock().await.sample()?;
-    let requests = diff(&env.baseline, &env.server.request_counts());
+    let counted = env.counters().await.since(&env.baseline);
     Ok(Idle {
         contents,
         startup_seconds: env.startup.as_secs_f64(),
         rss_bytes: s.rss_bytes,
         hwm_bytes: s.hwm_bytes,
         cpu_seconds: s.cpu_seconds,
-        api_requests: by_verb(&requests),
-        csi_calls: env.csi_calls(),
+        api_requests: by_verb(&counted.requests.unwrap_or_default()),
+        csi_calls: counted.csi,
     })
 }

@@ -49,6 +49,14 @@ pub struct Report {
 /// The run's settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
+    /// `embedded`, or the URL of the real API server.
+    pub api_server: String,
+    /// The CSI driver's name.
+    pub driver: String,
+    /// Where the request counts come from: `api server` (the embedded
+    /// one counts every request), `sidecar metrics` (its
+    /// `rest_client_requests_total`) or `none` (n/a).
+    pub api_counts: String,
     /// Snapshots created and deleted.
     pub snapshots: usize,
     /// Mock driver latency per RPC, in milliseconds.
@@ -65,7 +73,8 @@ pub struct Settings {
     pub sidecar_binary: String,
     /// Extra sidecar flags.
     pub sidecar_args: Vec<String>,
-    /// Whether the API server validated against the CRD schemas.
+    /// Whether the API server validated against CRD files (`--crd-schemas`)
+    /// rather than its built-in schemas.
     pub crd_schemas: bool,
 }
 
@@ -118,10 +127,13 @@ pub struct Phase {
     /// From each object's write to its goal, as seen by a watch.
     pub latency: Latency,
     /// Requests per object by verb (sidecar only; the benchmark's own
-    /// writes are not counted).
+    /// writes are not counted). Empty when not counted.
     pub api_per_object: BTreeMap<String, f64>,
-    /// Writes (POST + PUT + PATCH + DELETE) per object.
-    pub api_writes_per_object: f64,
+    /// Requests (watches aside) per object; `None` when not counted.
+    pub api_requests_per_object: Option<f64>,
+    /// Writes (POST + PUT + PATCH + DELETE) per object; `None` when not
+    /// counted.
+    pub api_writes_per_object: Option<f64>,
     /// Every request counter of the phase, by verb, resource and subresource.
     pub api_requests: Vec<RequestCount>,
     /// CSI calls by RPC (non-zero only).
@@ -190,6 +202,13 @@ pub fn diff(before: &[RequestCount], after: &[RequestCount]) -> Vec<RequestCount
         .collect()
 }
 
+/// A figure that was not measured.
+pub const NA: &str = "n/a";
+
+fn per_object(v: Option<f64>) -> String {
+    v.map_or(NA.to_string(), |v| format!("{v:.2}"))
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -213,13 +232,22 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
+            "API server: {}  driver: {}  API requests counted by: {}",
+            s.api_server, s.driver, s.api_counts
+        )?;
+        writeln!(
+            f,
             "snapshots: {}  workers: {}  kube-api-qps: {}  driver latency: {} ms  ready after polls: {}  schema checks: {}",
             s.snapshots,
             s.worker_threads,
             qps_text(s.kube_api_qps, s.kube_api_burst),
             s.driver_latency_ms,
             s.ready_after_polls,
-            if s.crd_schemas { "on" } else { "off" }
+            if s.crd_schemas {
+                "CRD files"
+            } else {
+                "built in"
+            }
         )?;
         writeln!(
             f,
@@ -246,12 +274,21 @@ impl fmt::Display for Report {
             row("latency p99 (ms)", &|p| format!("{:.1}", p.latency.p99_ms));
             row("latency max (ms)", &|p| format!("{:.1}", p.latency.max_ms));
             for verb in VERBS {
-                row(&format!("API {verb}/object"), &|p| {
-                    format!("{:.2}", p.api_per_object.get(verb).copied().unwrap_or(0.0))
-                });
+                row(
+                    &format!("API {verb}/object"),
+                    &|p| match p.api_writes_per_object {
+                        None => NA.to_string(),
+                        Some(_) => {
+                            format!("{:.2}", p.api_per_object.get(verb).copied().unwrap_or(0.0))
+                        }
+                    },
+                );
             }
+            row("API requests/object", &|p| {
+                per_object(p.api_requests_per_object)
+            });
             row("API writes/object", &|p| {
-                format!("{:.2}", p.api_writes_per_object)
+                per_object(p.api_writes_per_object)
             });
             for rpc in RPCS {
                 if phases.iter().any(|(_, p)| p.csi_calls.contains_key(rpc)) {

@@ -16,7 +16,6 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use super::proc::{ProcSample, sample};
-use crate::testing::apiserver::ApiServer;
 
 /// How often the memory sampler reads `/proc`: often enough to catch
 /// short peaks between phases, cheap enough not to load the machine.
@@ -60,22 +59,21 @@ fn free_port() -> io::Result<SocketAddr> {
 }
 
 impl Sidecar {
-    /// Starts the sidecar against `server` and the driver at `socket`;
-    /// its log goes to `log`.
+    /// Starts the sidecar with `kubeconfig` and the driver at
+    /// `csi_address`; its log goes to `log`. It runs in a process group of
+    /// its own, so that Ctrl-C reaches only the benchmark, which cleans up
+    /// before it stops the sidecar.
     pub fn start(
         spec: &SidecarSpec,
-        server: &ApiServer,
-        socket: &Path,
+        kubeconfig: &Path,
+        csi_address: &str,
         log: &Path,
     ) -> io::Result<Sidecar> {
         let http = free_port()?;
         let log_file = std::fs::File::create(log)?;
         let mut cmd = Command::new(&spec.binary);
-        let kubeconfig = server
-            .restricted_kubeconfig_path()
-            .unwrap_or(server.kubeconfig_path());
         cmd.arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!("--csi-address={}", socket.display()))
+            .arg(format!("--csi-address={csi_address}"))
             .arg("--leader-election=false")
             .arg(format!("--worker-threads={}", spec.worker_threads))
             .arg(format!("--kube-api-qps={}", spec.kube_api_qps))
@@ -87,6 +85,7 @@ impl Sidecar {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
+            .process_group(0)
             .kill_on_drop(true);
         let child = cmd.spawn().map_err(|e| {
             io::Error::new(
@@ -124,6 +123,11 @@ impl Sidecar {
         })
     }
 
+    /// The sidecar's HTTP endpoint (`/metrics`, `/readyz`).
+    pub fn http(&self) -> SocketAddr {
+        self.http
+    }
+
     /// The sidecar's counters now.
     pub fn sample(&self) -> io::Result<ProcSample> {
         let s = sample(Some(self.pid))?;
@@ -157,24 +161,19 @@ impl Sidecar {
 
     /// Waits until the sidecar is ready: `/readyz` answers 200 (driver
     /// probed, caches synced). A sidecar without `/readyz` (404, e.g. the
-    /// Go one) counts as ready once it has a watch open on
-    /// VolumeSnapshotContents. Returns how long that took.
+    /// Go one) counts as ready once `without_readyz` says so. Returns how
+    /// long that took.
     pub async fn wait_ready(
         &mut self,
-        server: &ApiServer,
         timeout: Duration,
+        mut without_readyz: impl FnMut(&Sidecar) -> bool,
     ) -> io::Result<Duration> {
         let start = Instant::now();
-        let watches_before = server.request_count("WATCH", "volumesnapshotcontents");
         loop {
             self.check_alive()?;
             match http_status(self.http, "/readyz").await {
                 Ok(200) => return Ok(start.elapsed()),
-                Ok(404)
-                    if server.request_count("WATCH", "volumesnapshotcontents") > watches_before =>
-                {
-                    return Ok(start.elapsed());
-                }
+                Ok(404) if without_readyz(self) => return Ok(start.elapsed()),
                 _ => {}
             }
             if start.elapsed() > timeout {

@@ -53,8 +53,8 @@ struct Args {
     /// without it only errors are logged.
     #[arg(long = "v", value_name = "N")]
     verbosity: Option<u32>,
-    /// Directory of the snapshot CRD YAML files: the API server then checks
-    /// every object against their schemas.
+    /// Directory of the snapshot CRD YAML files: the API server checks every
+    /// object against their schemas instead of its built-in ones.
     #[arg(long, value_name = "DIR")]
     crd_schemas: Option<PathBuf>,
     /// Give up (exit 1) when the objects have not converged by then.

@@ -88,7 +88,7 @@ pub(super) struct Stack {
 }
 
 impl Stack {
-    /// Starts the API server (schema checks when `crd_schemas` is given),
+    /// Starts the API server (schema checks from `crd_schemas`, or built in),
     /// the mock driver with one pre-created snapshot, and the sidecar.
     pub(super) async fn start(
         crd_schemas: Option<&Path>,
@@ -130,7 +130,7 @@ impl Stack {
             api.url(),
             match crd_schemas {
                 Some(d) => format!("on, from {}", d.display()),
-                None => "off; --crd-schemas DIR turns them on".to_string(),
+                None => "on, built in".to_string(),
             }
         );
         println!(

@@ -6,7 +6,11 @@
 //! The rules are evaluated by a small evaluator for the CEL subset the
 //! snapshot CRDs use; a rule outside it is listed by
 //! [`Schemas::ignored_rules`] and logged at debug level.
+//!
+//! The server carries the schemas of the kinds it serves
+//! ([`Schemas::builtin`]); [`Schemas::load_dir`] reads CRD files instead.
 
+mod builtin;
 mod cel;
 mod error;
 mod node;
@@ -95,11 +99,33 @@ pub struct CrdInfo {
 #[derive(Debug, Default)]
 pub struct Schemas {
     roots: HashMap<(String, String, String), Node>,
+    /// The `openAPIV3Schema` documents the roots were built from.
+    documents: HashMap<(String, String, String), Value>,
     crds: Vec<CrdInfo>,
     ignored: Vec<IgnoredRule>,
 }
 
 impl Schemas {
+    /// The schemas built into the server for every custom kind it serves
+    /// (`snapshot.storage.k8s.io/v1` and `groupsnapshot.storage.k8s.io/v1`).
+    pub fn builtin() -> Schemas {
+        let mut schemas = Schemas::default();
+        for (info, schema) in builtin::definitions() {
+            for v in &info.versions {
+                schemas.add_root(&info.group, &v.name, &info.plural, schema.clone());
+            }
+            schemas.crds.push(info);
+        }
+        schemas
+    }
+
+    fn add_root(&mut self, group: &str, version: &str, plural: &str, schema: Value) {
+        let key = (group.to_string(), version.to_string(), plural.to_string());
+        let root = Node::parse(&schema, "", &mut self.ignored);
+        self.roots.insert(key.clone(), root);
+        self.documents.insert(key, schema);
+    }
+
     /// Loads every `*.yaml`/`*.yml` file in `dir` (multi-document files
     /// allowed) and keeps the CustomResourceDefinitions among them.
     pub fn load_dir(dir: &Path) -> Result<Schemas, SchemaError> {
@@ -181,9 +207,7 @@ impl Schemas {
                 status_subresource: v.pointer("/subresources/status").is_some(),
             });
             if let Some(schema) = v.pointer("/schema/openAPIV3Schema").filter(|_| served) {
-                let root = Node::parse(schema, "", &mut self.ignored);
-                self.roots
-                    .insert((group.clone(), name, plural.clone()), root);
+                self.add_root(&group, &name, &plural, schema.clone());
             }
         }
         self.crds.push(info);
@@ -205,6 +229,13 @@ impl Schemas {
     /// Whether a schema is known for this served (group, version, plural).
     pub fn has(&self, group: &str, version: &str, plural: &str) -> bool {
         self.root(group, version, plural).is_some()
+    }
+
+    /// The `openAPIV3Schema` of a served (group, version, plural), as
+    /// written in the CRD or built in.
+    pub fn document(&self, group: &str, version: &str, plural: &str) -> Option<&Value> {
+        self.documents
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
     }
 
     /// Rules and patterns that are not checked, with the reason.
