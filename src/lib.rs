@@ -9,6 +9,24 @@
 //! - [`controller`] is the only place where both meet: it runs the steps.
 //! - `testing` holds the embedded API server and the mock driver; product
 //!   code never imports it.
+//!
+//! One pipeline runs both content kinds ([`controller::pipeline`]); a kind
+//! ([`controller::content`], [`controller::group`]) supplies its types, its
+//! decision and its RPCs:
+//!
+//! ```text
+//! watch ──▶ intake ──▶ queue ──▶ decide ──▶ step ──▶ write
+//!   │         │          │         │          │        │
+//!   │         │          │         │          │        └ k8s/write.rs (PATCH/PUT)
+//!   │         │          │         │          └ controller/pipeline.rs, the
+//!   │         │          │         │            kind's RPCs in controller/
+//!   │         │          │         │            {content,group}.rs → csi/client.rs
+//!   │         │          │         └ reconcile/{content,group}.rs (pure)
+//!   │         │          └ controller/queue.rs (dedup, backoff), workers
+//!   │         │            and version store in controller/pipeline.rs
+//!   │         └ controller/intake.rs with the kind's update filter
+//!   └ k8s/watch.rs (list/watch into a cache)
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod config;

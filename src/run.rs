@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, VERSION};
-use crate::controller::content::{self, ContentControllerOptions};
-use crate::controller::group::{self, GroupControllerOptions};
+use crate::controller::content::Contents;
+use crate::controller::group::GroupContents;
+use crate::controller::pipeline::{ControllerOptions, Pipeline};
 use crate::controller::queue::Backoff;
 use crate::controller::queue_metrics::WorkQueueMetrics;
 use crate::csi::client::{
@@ -527,12 +528,12 @@ pub async fn run_controllers(started: Arc<Started>, stop: CancellationToken) {
         format!("csi-snapshotter {}", started.driver_name),
     );
     let driver = Arc::new(started.driver.clone());
-    let content = content::start(
+    let content = Pipeline::<Contents, _>::start(
         Arc::clone(&driver),
         started.snapshot_client.clone(),
         started.core_client.clone(),
         events.clone(),
-        ContentControllerOptions {
+        ControllerOptions {
             config: reconcile.clone(),
             workers: config.worker_threads,
             backoff,
@@ -545,12 +546,12 @@ pub async fn run_controllers(started: Arc<Started>, stop: CancellationToken) {
         if !started.group_snapshots {
             return Some(None);
         }
-        group::start(
+        Pipeline::<GroupContents, _>::start(
             driver,
             started.snapshot_client.clone(),
             started.core_client.clone(),
             events,
-            GroupControllerOptions {
+            ControllerOptions {
                 config: reconcile,
                 workers: config.worker_threads,
                 backoff,

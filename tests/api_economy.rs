@@ -8,8 +8,8 @@
 //!
 //! Per dynamic snapshot that is ready on the first reply: 3 writes (the
 //! being-created annotation, the status, the annotation removal), no GET and
-//! one CreateSnapshot. Per delete: 2 writes (status clear, finalizer
-//! removal), no GET and one DeleteSnapshot. The same shape for one group.
+//! one CreateSnapshot. Per delete: 1 write (the finalizer removal), no GET
+//! and one DeleteSnapshot. The same shape for one group.
 //!
 //! The test's own requests are made so that they can be told apart: objects
 //! are read straight from the server's store (no HTTP), and its creates and
@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use content_support::{Harness, crd_dir, dynamic, preprovisioned};
 use csi_snapshotter::controller::common::Outcome;
-use csi_snapshotter::controller::content::{self, ContentControllerOptions};
-use csi_snapshotter::controller::group::{self, GroupControllerOptions};
+use csi_snapshotter::controller::content::{ContentController, ContentControllerOptions};
+use csi_snapshotter::controller::group::{GroupController, GroupControllerOptions};
 use csi_snapshotter::controller::queue::{Backoff, WorkQueue};
 use csi_snapshotter::csi::client::{ConnectOptions, CsiClient, CsiConnection};
 use csi_snapshotter::csi::connection::LossHandler;
@@ -256,7 +256,7 @@ fn per_item(d: &[(String, u64)], n: u64) -> String {
 }
 
 #[tokio::test]
-async fn content_create_and_delete_make_three_and_two_writes_and_one_csi_call_each() {
+async fn content_create_and_delete_make_three_and_one_writes_and_one_csi_call_each() {
     let w = world().await;
     let class: VolumeSnapshotClass = serde_json::from_value(json!({
         "metadata": {"name": "eco-class"}, "driver": DRIVER, "deletionPolicy": "Delete"
@@ -266,7 +266,7 @@ async fn content_create_and_delete_make_three_and_two_writes_and_one_csi_call_ea
         .create(&PostParams::default(), &class)
         .await
         .expect("class");
-    let running = content::start(
+    let running = ContentController::start(
         w.driver.clone(),
         w.client.clone(),
         w.client.clone(),
@@ -343,13 +343,12 @@ async fn content_create_and_delete_make_three_and_two_writes_and_one_csi_call_ea
     let deleted = delta(&before, &w.counts(&resources));
     eprintln!("per deleted content: {}", per_item(&deleted, N));
     // The test's own: N annotation PATCHes and N DELETEs. The sidecar's: one
-    // status PATCH (clear) and one main PATCH (finalizer) each.
+    // main PATCH (finalizer) each, no status write.
     assert_eq!(
         deleted,
         expect(&[
-            ("PATCH volumesnapshotcontents", 3 * N),
+            ("PATCH volumesnapshotcontents", 2 * N),
             ("DELETE volumesnapshotcontents", N),
-            ("PATCH volumesnapshotcontents/status", N),
             ("csi DeleteSnapshot", N),
         ]),
         "requests while deleting {N} contents"
@@ -360,7 +359,7 @@ async fn content_create_and_delete_make_three_and_two_writes_and_one_csi_call_ea
 }
 
 #[tokio::test]
-async fn group_create_and_delete_make_three_and_two_writes_and_one_csi_call() {
+async fn group_create_and_delete_make_three_and_one_writes_and_one_csi_call() {
     let w = world().await;
     let req = GroupRequest::new(DRIVER, "eco-group", ["vol-a", "vol-b", "vol-c"]);
     Api::<VolumeGroupSnapshotClass>::all(w.client.clone())
@@ -370,7 +369,7 @@ async fn group_create_and_delete_make_three_and_two_writes_and_one_csi_call() {
     let mut options = GroupControllerOptions::new(DRIVER);
     options.workers = 2;
     options.backoff = backoff();
-    let running = group::start(
+    let running = GroupController::start(
         w.driver.clone(),
         w.client.clone(),
         w.client.clone(),
@@ -423,15 +422,13 @@ async fn group_create_and_delete_make_three_and_two_writes_and_one_csi_call() {
     settle(&w.server, VGSC, &cache, &running.queue).await;
     let deleted = delta(&before, &w.counts(&resources));
     eprintln!("group delete: {}", per_item(&deleted, 1));
-    // The test's annotation PATCH and DELETE; the sidecar's status clear
-    // (PUT) and finalizer removal (PATCH).
+    // The test's annotation PATCH and DELETE; the sidecar's finalizer
+    // removal (PATCH), no status write.
     assert_eq!(
         deleted,
         expect(&[
-            ("PUT volumegroupsnapshotcontents", 1),
             ("PATCH volumegroupsnapshotcontents", 2),
             ("DELETE volumegroupsnapshotcontents", 1),
-            ("PUT volumegroupsnapshotcontents/status", 1),
             ("csi DeleteVolumeGroupSnapshot", 1),
         ]),
         "requests while deleting one group"
@@ -510,25 +507,34 @@ async fn repeated_status_conflicts_requeue_and_keep_the_create_marker() {
     assert_eq!(h.events_for(NAME).await, vec![]);
 }
 
-/// The status clear after DeleteSnapshot is guarded the same way: a refused
-/// clear costs one GET, then the clear and the finalizer removal go ahead.
+/// A refused finalizer removal after DeleteSnapshot loses nothing: the key
+/// is retried, the retry removes the finalizer without a second
+/// DeleteSnapshot (this process knows it deleted the snapshot), and no
+/// status is written on the way.
 #[tokio::test]
-async fn status_clear_conflict_reads_once_then_finishes_the_delete() {
+async fn finalizer_removal_conflict_is_retried_without_a_second_delete() {
     let h = Harness::new().await;
     h.create_class("default-class", json!({})).await;
     h.create(dynamic(NAME)).await;
     assert_eq!(h.sync(NAME).await, Outcome::Forget);
     h.delete_as_controller(NAME).await;
-    h.server.faults().fail_next("PATCH", VSC, "status", 409, 1);
-    let gets = h.server.request_count("GET", VSC);
+    h.server.faults().fail_next("PATCH", VSC, "", 409, 1);
+    let patches = h.server.request_count("PATCH", VSC);
+
+    assert_eq!(h.sync(NAME).await, Outcome::Requeue);
+    assert!(
+        h.get(NAME).await.is_some(),
+        "the finalizer holds the object"
+    );
+    assert_eq!(h.driver.calls("DeleteSnapshot"), 1);
+    assert!(h.driver.snapshots().is_empty());
 
     assert_eq!(h.sync(NAME).await, Outcome::Forget);
-
-    assert_eq!(h.server.request_count("GET", VSC), gets + 1, "one GET");
     assert!(
         h.get(NAME).await.is_none(),
         "finalizer removed, object gone"
     );
-    assert_eq!(h.driver.calls("DeleteSnapshot"), 1);
-    assert!(h.driver.snapshots().is_empty());
+    assert_eq!(h.driver.calls("DeleteSnapshot"), 1, "not repeated");
+    // Two main PATCHes (the refused one and the retry), nothing else.
+    assert_eq!(h.server.request_count("PATCH", VSC), patches + 2);
 }

@@ -9,7 +9,6 @@ use csi_snapshotter::controller::common::Outcome;
 use csi_snapshotter::csi::driver::{DriverCapabilities, SnapshotInfo};
 use csi_snapshotter::csi::error::CsiError;
 use csi_snapshotter::k8s::keys;
-use csi_snapshotter::k8s::types::VolumeSnapshotContentStatus;
 use csi_snapshotter::reconcile::ReconcileConfig;
 use serde_json::json;
 
@@ -222,7 +221,7 @@ async fn h08_h17_delete_policy_deletes_backend_clears_status_and_finalizer() {
 }
 
 #[tokio::test]
-async fn h08_h23_status_cleared_and_only_our_finalizer_removed() {
+async fn h08_h23_only_our_finalizer_removed_and_the_delete_not_repeated() {
     let h = Harness::new().await;
     ready_content(&h).await;
     h.merge(
@@ -230,14 +229,20 @@ async fn h08_h23_status_cleared_and_only_our_finalizer_removed() {
         json!({"metadata": {"finalizers": [keys::FINALIZER_VSC, "example.com/keep"]}}),
     )
     .await;
+    let status = h.get(NAME).await.unwrap().status;
     h.delete_as_controller(NAME).await;
     assert_eq!(h.sync(NAME).await, Outcome::Forget);
     let c = h.get(NAME).await.unwrap();
-    assert_eq!(c.status, Some(VolumeSnapshotContentStatus::default()));
+    // One write per delete: the status is left as it was.
+    assert_eq!(c.status, status);
     assert_eq!(
         c.metadata.finalizers,
         Some(vec!["example.com/keep".to_string()])
     );
+    assert_eq!(h.driver.calls("DeleteSnapshot"), 1);
+    // Another pass while the other finalizer holds the object: nothing to do.
+    assert_eq!(h.sync(NAME).await, Outcome::Forget);
+    assert_eq!(h.driver.calls("DeleteSnapshot"), 1);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use content_support::{Harness, UID};
 use csi_snapshotter::controller::content::{
-    ContentControllerOptions, RunningContentController, start,
+    ContentController, ContentControllerOptions, RunningContentController,
 };
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::csi::client::{ConnectOptions, CsiClient, CsiConnection};
@@ -49,7 +49,7 @@ async fn world(config: MockConfig, timeout: Duration) -> World {
     let driver = Arc::new(conn.into_driver(name.clone(), caps));
     let (events, _writer) =
         EventRecorder::start(h.client.clone(), format!("csi-snapshotter {name}"));
-    let running = start(
+    let running = ContentController::start(
         driver,
         h.client.clone(),
         h.client.clone(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use content_support::{DRIVER, FakeDriver, Harness, dynamic};
-use csi_snapshotter::controller::content::{ContentControllerOptions, start};
+use csi_snapshotter::controller::content::{ContentController, ContentControllerOptions};
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::k8s::event::EventRecorder;
 use csi_snapshotter::reconcile::ReconcileConfig;
@@ -38,7 +38,7 @@ async fn watch_driven_create_poll_and_delete() {
     let (events, _writer) =
         EventRecorder::start(h.client.clone(), format!("csi-snapshotter {DRIVER}"));
     let stop = CancellationToken::new();
-    let running = start(
+    let running = ContentController::start(
         driver.clone(),
         h.client.clone(),
         h.client.clone(),
@@ -86,7 +86,7 @@ async fn h24_own_status_and_annotation_changes_do_not_enqueue() {
         EventRecorder::start(h.client.clone(), format!("csi-snapshotter {DRIVER}"));
     let stop = CancellationToken::new();
     // Retries wait an hour, so only watch events can run a key again.
-    let running = start(
+    let running = ContentController::start(
         driver.clone(),
         h.client.clone(),
         h.client.clone(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_snapshotter::controller::common::Outcome;
-use csi_snapshotter::controller::group::{self, GroupController, GroupControllerOptions};
+use csi_snapshotter::controller::group::{GroupController, GroupControllerOptions};
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::csi::driver::{CreateGroupSnapshotArgs, SnapshotDriver};
 use csi_snapshotter::csi::proto::v1 as pb;
@@ -45,7 +45,7 @@ async fn two_volume_group_ready_then_deleted_through_the_watch() {
         max: Duration::from_millis(100),
     };
     let stop = CancellationToken::new();
-    let running = group::start(
+    let running = GroupController::start(
         h.driver.clone(),
         h.client.clone(),
         h.client.clone(),

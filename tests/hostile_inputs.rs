@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use csi_snapshotter::controller::content::{
-    ContentControllerOptions, RunningContentController, start,
+    ContentController, ContentControllerOptions, RunningContentController,
 };
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::csi::client::{ConnectOptions, CsiClient, CsiConnection};
@@ -307,7 +307,7 @@ async fn world() -> World {
         .expect("core client");
     let (events, _writer) =
         EventRecorder::start(core_client.clone(), format!("csi-snapshotter {name}"));
-    let running = start(
+    let running = ContentController::start(
         driver,
         snapshot_client,
         core_client,

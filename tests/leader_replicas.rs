@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use csi_snapshotter::controller::content::{self, ContentControllerOptions};
+use csi_snapshotter::controller::content::{ContentController, ContentControllerOptions};
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::csi::client::{ConnectOptions, CsiConnection};
 use csi_snapshotter::csi::connection::LossHandler;
@@ -114,7 +114,7 @@ async fn replica_main(
     };
     elector
         .lead_while(&shutdown, |work| {
-            content::run(
+            ContentController::run(
                 driver,
                 client.clone(),
                 client.clone(),

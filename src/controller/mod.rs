@@ -5,5 +5,6 @@ pub mod common;
 pub mod content;
 pub mod group;
 pub mod intake;
+pub mod pipeline;
 pub mod queue;
 pub mod queue_metrics;

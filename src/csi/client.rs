@@ -16,8 +16,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use tokio::time::Instant;
 use tonic::Code;
+use tonic::transport::Channel;
 
 use super::address::{AddressError, parse_address};
 use super::call::{Caller, methods};
@@ -28,6 +31,7 @@ use super::driver::{
 };
 use super::error::CsiError;
 use super::proto::v1;
+use super::redact::Redact;
 use crate::metrics::CsiOperationMetrics;
 
 use v1::controller_client::ControllerClient;
@@ -414,6 +418,28 @@ fn missing(what: &str, method: &str) -> CsiError {
     CsiError::InvalidReply(format!("{method} returned OK without {what}"))
 }
 
+impl CsiClient {
+    /// One unary RPC under `--timeout`.
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        request: Req,
+        send: F,
+    ) -> Result<Resp, CsiError>
+    where
+        Req: Redact,
+        Resp: Redact,
+        F: FnOnce(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let deadline = self.conn.deadline();
+        self.conn
+            .caller
+            .unary(method, request, deadline, send)
+            .await
+    }
+}
+
 impl SnapshotDriver for CsiClient {
     fn driver_name(&self) -> &str {
         &self.driver_name
@@ -431,19 +457,15 @@ impl SnapshotDriver for CsiClient {
             parameters: args.parameters.into_iter().collect(),
         };
         let reply = self
-            .conn
-            .caller
-            .unary(
-                methods::CREATE_SNAPSHOT,
-                req,
-                self.conn.deadline(),
-                |ch, req| async move { ControllerClient::new(ch).create_snapshot(req).await },
-            )
+            .call(methods::CREATE_SNAPSHOT, req, |ch, req| async move {
+                ControllerClient::new(ch).create_snapshot(req).await
+            })
             .await?;
-        let snap = reply
-            .snapshot
-            .ok_or_else(|| missing("snapshot", "CreateSnapshot"))?;
-        snapshot_info(snap)
+        snapshot_info(
+            reply
+                .snapshot
+                .ok_or_else(|| missing("snapshot", "CreateSnapshot"))?,
+        )
     }
 
     async fn get_snapshot(
@@ -456,19 +478,15 @@ impl SnapshotDriver for CsiClient {
             secrets: secret_map(secrets),
         };
         let reply = self
-            .conn
-            .caller
-            .unary(
-                methods::GET_SNAPSHOT,
-                req,
-                self.conn.deadline(),
-                |ch, req| async move { ControllerClient::new(ch).get_snapshot(req).await },
-            )
+            .call(methods::GET_SNAPSHOT, req, |ch, req| async move {
+                ControllerClient::new(ch).get_snapshot(req).await
+            })
             .await?;
-        let snap = reply
-            .snapshot
-            .ok_or_else(|| missing("snapshot", "GetSnapshot"))?;
-        snapshot_info(snap)
+        snapshot_info(
+            reply
+                .snapshot
+                .ok_or_else(|| missing("snapshot", "GetSnapshot"))?,
+        )
     }
 
     async fn list_snapshot(
@@ -482,14 +500,9 @@ impl SnapshotDriver for CsiClient {
             ..Default::default()
         };
         let reply = self
-            .conn
-            .caller
-            .unary(
-                methods::LIST_SNAPSHOTS,
-                req,
-                self.conn.deadline(),
-                |ch, req| async move { ControllerClient::new(ch).list_snapshots(req).await },
-            )
+            .call(methods::LIST_SNAPSHOTS, req, |ch, req| async move {
+                ControllerClient::new(ch).list_snapshots(req).await
+            })
             .await?;
         let Some(entry) = reply.entries.into_iter().next() else {
             return Ok(None);
@@ -505,16 +518,11 @@ impl SnapshotDriver for CsiClient {
             snapshot_id: snapshot_id.to_string(),
             secrets: secret_map(secrets),
         };
-        self.conn
-            .caller
-            .unary(
-                methods::DELETE_SNAPSHOT,
-                req,
-                self.conn.deadline(),
-                |ch, req| async move { ControllerClient::new(ch).delete_snapshot(req).await },
-            )
-            .await?;
-        Ok(())
+        self.call(methods::DELETE_SNAPSHOT, req, |ch, req| async move {
+            ControllerClient::new(ch).delete_snapshot(req).await
+        })
+        .await
+        .map(drop)
     }
 
     async fn create_group_snapshot(
@@ -528,23 +536,20 @@ impl SnapshotDriver for CsiClient {
             parameters: args.parameters.into_iter().collect(),
         };
         let reply = self
-            .conn
-            .caller
-            .unary(
+            .call(
                 methods::CREATE_VOLUME_GROUP_SNAPSHOT,
                 req,
-                self.conn.deadline(),
                 |ch, req| async move {
-                    GroupControllerClient::new(ch)
-                        .create_volume_group_snapshot(req)
-                        .await
+                    let mut client = GroupControllerClient::new(ch);
+                    client.create_volume_group_snapshot(req).await
                 },
             )
             .await?;
-        let group = reply
-            .group_snapshot
-            .ok_or_else(|| missing("group_snapshot", "CreateVolumeGroupSnapshot"))?;
-        group_info(group)
+        group_info(
+            reply
+                .group_snapshot
+                .ok_or_else(|| missing("group_snapshot", "CreateVolumeGroupSnapshot"))?,
+        )
     }
 
     async fn get_group_snapshot(
@@ -559,23 +564,20 @@ impl SnapshotDriver for CsiClient {
             secrets: secret_map(secrets),
         };
         let reply = self
-            .conn
-            .caller
-            .unary(
+            .call(
                 methods::GET_VOLUME_GROUP_SNAPSHOT,
                 req,
-                self.conn.deadline(),
                 |ch, req| async move {
-                    GroupControllerClient::new(ch)
-                        .get_volume_group_snapshot(req)
-                        .await
+                    let mut client = GroupControllerClient::new(ch);
+                    client.get_volume_group_snapshot(req).await
                 },
             )
             .await?;
-        let group = reply
-            .group_snapshot
-            .ok_or_else(|| missing("group_snapshot", "GetVolumeGroupSnapshot"))?;
-        group_info(group)
+        group_info(
+            reply
+                .group_snapshot
+                .ok_or_else(|| missing("group_snapshot", "GetVolumeGroupSnapshot"))?,
+        )
     }
 
     async fn delete_group_snapshot(
@@ -589,20 +591,16 @@ impl SnapshotDriver for CsiClient {
             snapshot_ids: snapshot_ids.to_vec(),
             secrets: secret_map(secrets),
         };
-        self.conn
-            .caller
-            .unary(
-                methods::DELETE_VOLUME_GROUP_SNAPSHOT,
-                req,
-                self.conn.deadline(),
-                |ch, req| async move {
-                    GroupControllerClient::new(ch)
-                        .delete_volume_group_snapshot(req)
-                        .await
-                },
-            )
-            .await?;
-        Ok(())
+        self.call(
+            methods::DELETE_VOLUME_GROUP_SNAPSHOT,
+            req,
+            |ch, req| async move {
+                let mut client = GroupControllerClient::new(ch);
+                client.delete_volume_group_snapshot(req).await
+            },
+        )
+        .await
+        .map(drop)
     }
 }
 

@@ -121,6 +121,8 @@ pub fn group_content(
     match group::decide_group(vgsc, class, &cfg) {
         GroupStep::Ignore => Decision::NotHandled,
         GroupStep::Done | GroupStep::RemoveBeingCreated { .. } => Decision::Settled,
+        // Only VSC members wait for their group; `decide_group` never says so.
+        GroupStep::WaitForMember => Decision::WaitForGroup,
         GroupStep::Fail(failure) => Decision::InputError {
             kind: classify(
                 vgsc.spec.volume_group_snapshot_class_name.is_some(),

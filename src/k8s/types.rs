@@ -347,28 +347,6 @@ fn begin_object<S: Serializer, K: Resource<DynamicType = ()>>(
     Ok(map)
 }
 
-impl Serialize for VolumeSnapshotContent {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = begin_object::<S, Self>(serializer, &self.metadata)?;
-        map.serialize_entry("spec", &self.spec)?;
-        if let Some(status) = &self.status {
-            map.serialize_entry("status", status)?;
-        }
-        map.end()
-    }
-}
-
-impl Serialize for VolumeGroupSnapshotContent {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = begin_object::<S, Self>(serializer, &self.metadata)?;
-        map.serialize_entry("spec", &self.spec)?;
-        if let Some(status) = &self.status {
-            map.serialize_entry("status", status)?;
-        }
-        map.end()
-    }
-}
-
 fn serialize_class<S: Serializer, K: Resource<DynamicType = ()>>(
     serializer: S,
     meta: &ObjectMeta,
@@ -387,29 +365,24 @@ fn serialize_class<S: Serializer, K: Resource<DynamicType = ()>>(
     map.end()
 }
 
-impl Serialize for VolumeSnapshotClass {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_class::<S, Self>(
-            serializer,
-            &self.metadata,
-            &self.driver,
-            &self.deletion_policy,
-            &self.parameters,
-        )
-    }
+/// `Serialize` for a class: `apiVersion`, `kind`, then its fields.
+macro_rules! class_serialize {
+    ($($ty:ty),*) => {$(
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serialize_class::<S, Self>(
+                    serializer,
+                    &self.metadata,
+                    &self.driver,
+                    &self.deletion_policy,
+                    &self.parameters,
+                )
+            }
+        }
+    )*};
 }
 
-impl Serialize for VolumeGroupSnapshotClass {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serialize_class::<S, Self>(
-            serializer,
-            &self.metadata,
-            &self.driver,
-            &self.deletion_policy,
-            &self.parameters,
-        )
-    }
-}
+class_serialize!(VolumeSnapshotClass, VolumeGroupSnapshotClass);
 
 // ---------------------------------------------------------------------------
 // Accessors used by the decision layer
@@ -430,29 +403,51 @@ pub fn has_finalizer(meta: &ObjectMeta, finalizer: &str) -> bool {
         .is_some_and(|f| f.iter().any(|x| x == finalizer))
 }
 
+/// What both content kinds share: the accessors of the decision layer and
+/// `Serialize` (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
+macro_rules! content_common {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// The object name (empty when missing, which the API never sends).
+            pub fn name(&self) -> &str {
+                self.metadata.name.as_deref().unwrap_or("")
+            }
+            /// Looks up an annotation.
+            pub fn annotation(&self, key: &str) -> Option<&str> {
+                annotation(&self.metadata, key)
+            }
+            /// Whether `spec.deletionPolicy` is `Delete`.
+            pub fn is_delete_policy(&self) -> bool {
+                self.spec.deletion_policy.as_deref() == Some(keys::DELETION_POLICY_DELETE)
+            }
+            /// `status.readyToUse == true`.
+            pub fn is_ready(&self) -> bool {
+                self.status
+                    .as_ref()
+                    .and_then(|s| s.ready_to_use)
+                    .unwrap_or(false)
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = begin_object::<S, Self>(serializer, &self.metadata)?;
+                map.serialize_entry("spec", &self.spec)?;
+                if let Some(status) = &self.status {
+                    map.serialize_entry("status", status)?;
+                }
+                map.end()
+            }
+        }
+    )*};
+}
+
+content_common!(VolumeSnapshotContent, VolumeGroupSnapshotContent);
+
 impl VolumeSnapshotContent {
-    /// The object name (empty when missing, which the API never sends).
-    pub fn name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or("")
-    }
-    /// Looks up an annotation.
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        annotation(&self.metadata, key)
-    }
-    /// Whether `spec.deletionPolicy` is `Delete`.
-    pub fn is_delete_policy(&self) -> bool {
-        self.spec.deletion_policy.as_deref() == Some(keys::DELETION_POLICY_DELETE)
-    }
     /// `spec.volumeSnapshotRef.uid`, treating an empty string as absent.
     pub fn snapshot_uid(&self) -> Option<&str> {
         non_empty(self.spec.volume_snapshot_ref.uid.as_deref())
-    }
-    /// `status.readyToUse == true`.
-    pub fn is_ready(&self) -> bool {
-        self.status
-            .as_ref()
-            .and_then(|s| s.ready_to_use)
-            .unwrap_or(false)
     }
     /// `status.snapshotHandle`, if set and non-empty.
     pub fn status_handle(&self) -> Option<&str> {
@@ -473,28 +468,9 @@ impl VolumeSnapshotContent {
 }
 
 impl VolumeGroupSnapshotContent {
-    /// The object name.
-    pub fn name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or("")
-    }
-    /// Looks up an annotation.
-    pub fn annotation(&self, key: &str) -> Option<&str> {
-        annotation(&self.metadata, key)
-    }
-    /// Whether `spec.deletionPolicy` is `Delete`.
-    pub fn is_delete_policy(&self) -> bool {
-        self.spec.deletion_policy.as_deref() == Some(keys::DELETION_POLICY_DELETE)
-    }
     /// `spec.volumeGroupSnapshotRef.uid`, treating an empty string as absent.
     pub fn group_snapshot_uid(&self) -> Option<&str> {
         non_empty(self.spec.volume_group_snapshot_ref.uid.as_deref())
-    }
-    /// `status.readyToUse == true`.
-    pub fn is_ready(&self) -> bool {
-        self.status
-            .as_ref()
-            .and_then(|s| s.ready_to_use)
-            .unwrap_or(false)
     }
     /// `status.volumeGroupSnapshotHandle`, if set and non-empty.
     pub fn status_handle(&self) -> Option<&str> {

@@ -4,48 +4,22 @@
 
 use std::collections::BTreeMap;
 
-use super::ReconcileConfig;
 use super::filter::{is_driver_match, should_delete};
-use super::messages::{self, Attempt, DeleteStage, Failure, Warning};
-use super::params::{ExtraMetadata, MetadataKind, create_parameters};
+use super::messages::{self, Attempt, DeleteStage, Failure};
+use super::params::MetadataKind;
 use super::patch::{self, JsonPatch};
 use super::secrets::{self, AnnotationSecret, ClassSecret, SecretRef};
+use super::{
+    CreateKind, Decision, DeletePlanOf, ReconcileConfig, create_inputs, delete_step,
+    mark_in_flight, when_ready,
+};
 use crate::csi::driver::DriverCapabilities;
 use crate::csi::error::CsiError;
 use crate::k8s::keys;
 use crate::k8s::types::{VolumeSnapshotClass, VolumeSnapshotContent};
 
 /// What to do with one VSC now. Exactly one CSI call at most.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Step {
-    /// Not this driver's content: forget the key, no requeue, no writes.
-    Ignore,
-    /// Nothing to do (ready, no leftover annotation): forget the key.
-    Done,
-    /// Ready with a leftover being-created annotation: send `patch`; on error
-    /// requeue. Afterwards requeue only if `requeue` (a deletion is waiting
-    /// behind the annotation, upstream issue 1388).
-    RemoveBeingCreated {
-        /// The annotation removal.
-        patch: JsonPatch,
-        /// Requeue after a successful removal.
-        requeue: bool,
-    },
-    /// A group member whose status the controller has not filled yet: no
-    /// call, no write; requeue with backoff.
-    WaitForMember,
-    /// An input error found before any effect: write the error status and
-    /// event (deduplicated), requeue with backoff.
-    Fail(Failure),
-    /// Deletion was requested (spec C.7).
-    Delete(DeletePlan),
-    /// Event-only failure of the delete path (no status write); requeue.
-    DeleteFailed(Warning),
-    /// CreateSnapshot, first attempt or re-create for polling (C.3, C.4).
-    Create(CreatePlan),
-    /// Status poll of an existing snapshot handle (C.5, or GetSnapshot).
-    Poll(PollPlan),
-}
+pub type Step = Decision<CreatePlan, PollPlan, CsiDelete>;
 
 /// Everything a CreateSnapshot needs, decided from the cached object.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,14 +64,7 @@ pub struct PollPlan {
 }
 
 /// The delete path.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeletePlan {
-    /// The DeleteSnapshot to make first, if any.
-    pub csi_delete: Option<CsiDelete>,
-    /// Finalizer removal to send last (after a successful delete and status
-    /// clear); `None` when the finalizer is absent.
-    pub remove_finalizer: Option<JsonPatch>,
-}
+pub type DeletePlan = DeletePlanOf<CsiDelete>;
 
 /// One DeleteSnapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,13 +95,7 @@ pub fn decide(
         return plan_create(content, class, cfg, Attempt::First);
     }
     if content.is_ready() {
-        return match content.annotation(keys::ANN_VS_BEING_CREATED) {
-            Some(_) => Step::RemoveBeingCreated {
-                patch: patch::remove_annotation(keys::ANN_VS_BEING_CREATED),
-                requeue: content.metadata.deletion_timestamp.is_some(),
-            },
-            None => Step::Done,
-        };
+        return when_ready(&content.metadata, keys::ANN_VS_BEING_CREATED);
     }
     check_and_update(content, class, caps, cfg)
 }
@@ -176,6 +137,16 @@ fn check_and_update(
     plan_create(content, class, cfg, Attempt::Recheck)
 }
 
+/// What a VSC create reads.
+const SNAPSHOT_CREATE: CreateKind = CreateKind {
+    secret: AnnotationSecret::Snapshot,
+    metadata: MetadataKind::Snapshot,
+    class_resource: "volumesnapshotclass.snapshot.storage.k8s.io",
+    class_kind: "VolumeSnapshotClass",
+    noun: "snapshot",
+    input_error: messages::create_input_error,
+};
+
 /// Builds a create plan; every input error is found here, before the
 /// being-created annotation could be added (Appendix: no stuck annotation).
 fn plan_create(
@@ -186,42 +157,16 @@ fn plan_create(
 ) -> Step {
     let name = content.name();
     let fail = |inner: String| Step::Fail(Failure::snapshot(attempt, inner));
-    let class = match (&content.spec.volume_snapshot_class_name, class) {
-        (Some(_), Some(c)) => c,
-        (Some(class_name), None) => {
-            return fail(messages::create_input_error(
-                name,
-                format!("volumesnapshotclass.snapshot.storage.k8s.io \"{class_name}\" not found"),
-            ));
-        }
-        (None, _) => {
-            return fail(messages::create_input_error(
-                name,
-                format!(
-                    "cannot create snapshot for content {name}: no VolumeSnapshotClass is named"
-                ),
-            ));
-        }
-    };
-    let secret_ref = match secrets::from_annotations(&content.metadata, AnnotationSecret::Snapshot)
-    {
-        Ok(r) => r,
-        Err(e) => return fail(messages::create_input_error(name, e)),
-    };
-    let vs_ref = &content.spec.volume_snapshot_ref;
-    let extra = cfg.extra_create_metadata.then(|| {
-        (
-            MetadataKind::Snapshot,
-            ExtraMetadata {
-                snapshot_name: vs_ref.name.as_deref().unwrap_or(""),
-                snapshot_namespace: vs_ref.namespace.as_deref().unwrap_or(""),
-                content_name: name,
-            },
-        )
-    });
-    let parameters = match create_parameters(class.parameters.as_ref(), extra) {
-        Ok(p) => p,
-        Err(e) => return fail(messages::parameters_error(e)),
+    let (secret_ref, parameters) = match create_inputs(
+        &SNAPSHOT_CREATE,
+        &content.metadata,
+        content.spec.volume_snapshot_class_name.as_deref(),
+        class.map(|c| c.parameters.as_ref()),
+        &content.spec.volume_snapshot_ref,
+        cfg,
+    ) {
+        Ok(inputs) => inputs,
+        Err(inner) => return fail(inner),
     };
     let Some(volume_handle) = content.spec.source.volume_handle.clone() else {
         return fail(format!(
@@ -240,23 +185,13 @@ fn plan_create(
             Err(e) => return fail(messages::take_snapshot_error(&volume_handle, e)),
         },
     };
-    let mark_in_flight = content
-        .annotation(keys::ANN_VS_BEING_CREATED)
-        .is_none()
-        .then(|| {
-            patch::add_annotation(
-                &content.metadata,
-                keys::ANN_VS_BEING_CREATED,
-                keys::ANN_VALUE_YES,
-            )
-        });
     Step::Create(CreatePlan {
         attempt,
         name: snapshot_name,
         source_volume_id: volume_handle,
         parameters,
         secret_ref,
-        mark_in_flight,
+        mark_in_flight: mark_in_flight(&content.metadata, keys::ANN_VS_BEING_CREATED),
     })
 }
 
@@ -327,7 +262,6 @@ fn plan_poll(
 /// policy whose status was never filled still deletes its spec handle
 /// instead of leaking it.
 fn decide_delete(content: &VolumeSnapshotContent) -> Step {
-    let remove_finalizer = patch::remove_finalizer(&content.metadata, keys::FINALIZER_VSC);
     let is_member = content.status_group_handle().is_some()
         || content.annotation(keys::ANN_VGS_HANDLE_MEMBER).is_some();
     let handle = content.status_handle().or(content
@@ -352,13 +286,7 @@ fn decide_delete(content: &VolumeSnapshotContent) -> Step {
         }
         _ => None,
     };
-    if csi_delete.is_none() && remove_finalizer.is_none() {
-        return Step::Done;
-    }
-    Step::Delete(DeletePlan {
-        csi_delete,
-        remove_finalizer,
-    })
+    delete_step(&content.metadata, keys::FINALIZER_VSC, csi_delete)
 }
 
 /// What to do after CreateSnapshot failed (spec C.3 step 7, C.8).

@@ -3,42 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use super::ReconcileConfig;
 use super::filter::{is_group_driver_match, should_delete_group};
-use super::messages::{self, Attempt, DeleteStage, Failure, Warning};
-use super::params::{ExtraMetadata, MetadataKind, create_parameters};
+use super::messages::{self, Attempt, DeleteStage, Failure};
+use super::params::MetadataKind;
 use super::patch::{self, JsonPatch};
 use super::secrets::{self, AnnotationSecret, ClassSecret, SecretRef};
+use super::{
+    CreateKind, Decision, DeletePlanOf, ReconcileConfig, create_inputs, delete_step,
+    mark_in_flight, when_ready,
+};
 use crate::csi::error::CsiError;
 use crate::k8s::keys;
 use crate::k8s::types::{VolumeGroupSnapshotClass, VolumeGroupSnapshotContent};
 
-/// What to do with one VGSC now. At most one CSI call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum GroupStep {
-    /// Not this driver's content: forget, no requeue.
-    Ignore,
-    /// Nothing to do: forget.
-    Done,
-    /// Ready with a leftover being-created annotation: send `patch`;
-    /// afterwards requeue only if `requeue` (a deletion is waiting).
-    RemoveBeingCreated {
-        /// The annotation removal.
-        patch: JsonPatch,
-        /// Requeue after a successful removal.
-        requeue: bool,
-    },
-    /// An input error found before any effect: error status + event, requeue.
-    Fail(Failure),
-    /// Deletion was requested (spec D.5).
-    Delete(GroupDeletePlan),
-    /// Event-only failure of the delete path; requeue.
-    DeleteFailed(Warning),
-    /// CreateVolumeGroupSnapshot, first attempt or re-create (D.3).
-    Create(GroupCreatePlan),
-    /// GetVolumeGroupSnapshot for a pre-provisioned group (D.4).
-    Poll(GroupPollPlan),
-}
+/// What to do with one VGSC now. At most one CSI call; never
+/// [`Decision::WaitForMember`].
+pub type GroupStep = Decision<GroupCreatePlan, GroupPollPlan, GroupCsiDelete>;
 
 /// Everything a CreateVolumeGroupSnapshot needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,13 +51,7 @@ pub struct GroupPollPlan {
 }
 
 /// The group delete path.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupDeletePlan {
-    /// The DeleteVolumeGroupSnapshot to make first, if any.
-    pub csi_delete: Option<GroupCsiDelete>,
-    /// Finalizer removal to send last; `None` when absent.
-    pub remove_finalizer: Option<JsonPatch>,
-}
+pub type GroupDeletePlan = DeletePlanOf<GroupCsiDelete>;
 
 /// One DeleteVolumeGroupSnapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,13 +106,7 @@ pub fn decide_group(
         return plan_group_create(content, class, cfg, Attempt::First);
     }
     if content.is_ready() {
-        return match content.annotation(keys::ANN_VGS_BEING_CREATED) {
-            Some(_) => GroupStep::RemoveBeingCreated {
-                patch: patch::remove_annotation(keys::ANN_VGS_BEING_CREATED),
-                requeue: content.metadata.deletion_timestamp.is_some(),
-            },
-            None => GroupStep::Done,
-        };
+        return when_ready(&content.metadata, keys::ANN_VGS_BEING_CREATED);
     }
     if content.spec.source.group_snapshot_handles.is_some() {
         plan_group_poll(content, class)
@@ -147,51 +115,33 @@ pub fn decide_group(
     }
 }
 
+/// What a VGSC create reads.
+const GROUP_CREATE: CreateKind = CreateKind {
+    secret: AnnotationSecret::Group,
+    metadata: MetadataKind::Group,
+    class_resource: "volumegroupsnapshotclass.groupsnapshot.storage.k8s.io",
+    class_kind: "VolumeGroupSnapshotClass",
+    noun: "group snapshot",
+    input_error: messages::group_create_input_error,
+};
+
 fn plan_group_create(
     content: &VolumeGroupSnapshotContent,
     class: Option<&VolumeGroupSnapshotClass>,
     cfg: &ReconcileConfig,
     attempt: Attempt,
 ) -> GroupStep {
-    let name = content.name();
     let fail = |inner: String| GroupStep::Fail(Failure::group(attempt, inner));
-    let class = match (&content.spec.volume_group_snapshot_class_name, class) {
-        (Some(_), Some(c)) => c,
-        (Some(class_name), None) => {
-            return fail(messages::group_create_input_error(
-                name,
-                format!(
-                    "volumegroupsnapshotclass.groupsnapshot.storage.k8s.io \"{class_name}\" not found"
-                ),
-            ));
-        }
-        (None, _) => {
-            return fail(messages::group_create_input_error(
-                name,
-                format!(
-                    "cannot create group snapshot for content {name}: no VolumeGroupSnapshotClass is named"
-                ),
-            ));
-        }
-    };
-    let secret_ref = match secrets::from_annotations(&content.metadata, AnnotationSecret::Group) {
-        Ok(r) => r,
-        Err(e) => return fail(messages::group_create_input_error(name, e)),
-    };
-    let vgs_ref = &content.spec.volume_group_snapshot_ref;
-    let extra = cfg.extra_create_metadata.then(|| {
-        (
-            MetadataKind::Group,
-            ExtraMetadata {
-                snapshot_name: vgs_ref.name.as_deref().unwrap_or(""),
-                snapshot_namespace: vgs_ref.namespace.as_deref().unwrap_or(""),
-                content_name: name,
-            },
-        )
-    });
-    let parameters = match create_parameters(class.parameters.as_ref(), extra) {
-        Ok(p) => p,
-        Err(e) => return fail(messages::parameters_error(e)),
+    let (secret_ref, parameters) = match create_inputs(
+        &GROUP_CREATE,
+        &content.metadata,
+        content.spec.volume_group_snapshot_class_name.as_deref(),
+        class.map(|c| c.parameters.as_ref()),
+        &content.spec.volume_group_snapshot_ref,
+        cfg,
+    ) {
+        Ok(inputs) => inputs,
+        Err(inner) => return fail(inner),
     };
     let volumes = content
         .spec
@@ -203,23 +153,13 @@ fn plan_group_create(
         Ok(n) => n,
         Err(e) => return fail(messages::take_group_snapshot_error(&volumes, e)),
     };
-    let mark_in_flight = content
-        .annotation(keys::ANN_VGS_BEING_CREATED)
-        .is_none()
-        .then(|| {
-            patch::add_annotation(
-                &content.metadata,
-                keys::ANN_VGS_BEING_CREATED,
-                keys::ANN_VALUE_YES,
-            )
-        });
     GroupStep::Create(GroupCreatePlan {
         attempt,
         name: group_name,
         source_volume_ids: volumes,
         parameters,
         secret_ref,
-        mark_in_flight,
+        mark_in_flight: mark_in_flight(&content.metadata, keys::ANN_VGS_BEING_CREATED),
     })
 }
 
@@ -351,7 +291,6 @@ pub fn group_delete_target(
 }
 
 fn decide_group_delete(content: &VolumeGroupSnapshotContent) -> GroupStep {
-    let remove_finalizer = patch::remove_finalizer(&content.metadata, keys::FINALIZER_VGSC);
     let csi_delete = if content.is_delete_policy() && content.status_handle().is_some() {
         let secret_ref = match secrets::from_annotations(&content.metadata, AnnotationSecret::Group)
         {
@@ -375,13 +314,7 @@ fn decide_group_delete(content: &VolumeGroupSnapshotContent) -> GroupStep {
     } else {
         None
     };
-    if csi_delete.is_none() && remove_finalizer.is_none() {
-        return GroupStep::Done;
-    }
-    GroupStep::Delete(GroupDeletePlan {
-        csi_delete,
-        remove_finalizer,
-    })
+    delete_step(&content.metadata, keys::FINALIZER_VGSC, csi_delete)
 }
 
 /// What to do after CreateVolumeGroupSnapshot failed (D.3 step 7).

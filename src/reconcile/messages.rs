@@ -122,8 +122,6 @@ pub enum DeleteStage {
     Credentials,
     /// The delete RPC failed (or, for groups, could not be formed).
     Rpc,
-    /// Clearing the status after the delete failed.
-    ClearStatus,
 }
 
 /// The Warning for a failed VSC delete stage.
@@ -133,7 +131,6 @@ pub fn snapshot_delete_warning(stage: DeleteStage) -> Warning {
         message: match stage {
             DeleteStage::Credentials => "Failed to get snapshot credentials",
             DeleteStage::Rpc => "Failed to delete snapshot",
-            DeleteStage::ClearStatus => "Failed to clear content status",
         }
         .into(),
     }
@@ -146,7 +143,6 @@ pub fn group_delete_warning(stage: DeleteStage) -> Warning {
         message: match stage {
             DeleteStage::Credentials => "Failed to get snapshot credentials",
             DeleteStage::Rpc => "Failed to delete group snapshot",
-            DeleteStage::ClearStatus => "Failed to clear content status",
         }
         .into(),
     }
@@ -313,10 +309,6 @@ mod tests {
                 "GroupSnapshotDeleteError",
                 "Failed to delete group snapshot"
             )
-        );
-        assert_eq!(
-            group_delete_warning(DeleteStage::ClearStatus).message,
-            "Failed to clear content status"
         );
     }
 }

@@ -44,20 +44,19 @@
 //!   [`content::requeue_after_success`].
 //! - `Delete(plan)`: if `plan.csi_delete`: GET its secret (error → emit
 //!   [`messages::snapshot_delete_warning`]`(Credentials)`, requeue);
-//!   DeleteSnapshot (error → `(Rpc)`, requeue); GET the content and PUT
-//!   [`status::snapshot_status_after_delete`] to `/status` (error →
-//!   `(ClearStatus)`, requeue). Then remove the finalizer: `plan.remove_finalizer`
-//!   when no CSI delete ran, else [`patch::remove_finalizer`] recomputed on
-//!   the object the status PUT returned (error → requeue). Forget.
+//!   DeleteSnapshot (error → `(Rpc)`, requeue). Then send
+//!   `plan.remove_finalizer` (error → requeue; the retry may repeat the
+//!   DeleteSnapshot, which succeeds for an ID that is already gone). No
+//!   status write: a delete is one write. Forget.
 //!
-//! The VSC executor is [`crate::controller::content`]; it keeps the replies
+//! The executor is [`crate::controller::pipeline`]; it keeps the replies
 //! of its own writes in the version store and, when the cache is behind
 //! them, decides on the newer written object instead of dropping the key.
 //!
 //! VGSCs use [`group::decide_group`] and [`group::GroupStep`] the same way
 //! (statuses via [`status::merge_group_status`] /
-//! [`status::group_error_patch`] / [`status::group_status_after_delete`],
-//! warnings via [`messages::group_delete_warning`]).
+//! [`status::group_error_patch`], warnings via
+//! [`messages::group_delete_warning`]).
 //!
 //! Every step makes at most one CSI call; input errors are decided before
 //! the being-created annotation is added, so an error that sent no RPC can
@@ -73,7 +72,177 @@ pub mod patch;
 pub mod secrets;
 pub mod status;
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use messages::{Failure, Warning};
 use naming::NamingRule;
+use params::{ExtraMetadata, MetadataKind, create_parameters};
+use patch::JsonPatch;
+use secrets::{AnnotationSecret, SecretRef};
+
+use crate::k8s::keys;
+use crate::k8s::types::annotation;
+
+/// What to do with one content of either kind now; at most one CSI call.
+/// `C`, `P` and `X` are the kind's create plan, poll plan and CSI delete
+/// ([`content::Step`] and [`group::GroupStep`] name the two instances).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision<C, P, X> {
+    /// Not this driver's content: forget the key, no requeue, no writes.
+    Ignore,
+    /// Nothing to do (ready, no leftover annotation): forget the key.
+    Done,
+    /// Ready with a leftover being-created annotation: send `patch`; on error
+    /// requeue. Afterwards requeue only if `requeue` (a deletion is waiting
+    /// behind the annotation, upstream issue 1388).
+    RemoveBeingCreated {
+        /// The annotation removal.
+        patch: JsonPatch,
+        /// Requeue after a successful removal.
+        requeue: bool,
+    },
+    /// A group member whose status the controller has not filled yet: no
+    /// call, no write; requeue with backoff (VSCs only).
+    WaitForMember,
+    /// An input error found before any effect: write the error status and
+    /// event (deduplicated), requeue with backoff.
+    Fail(Failure),
+    /// Deletion was requested (spec C.7, D.5).
+    Delete(DeletePlanOf<X>),
+    /// Event-only failure of the delete path (no status write); requeue.
+    DeleteFailed(Warning),
+    /// The create RPC, first attempt or re-create for polling (C.3, C.4, D.3).
+    Create(C),
+    /// Status poll of an existing handle (C.5, D.4).
+    Poll(P),
+}
+
+impl<C, P, X> Decision<C, P, X> {
+    /// A short name of the step, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Ignore => "ignore",
+            Decision::Done => "done",
+            Decision::RemoveBeingCreated { .. } => "remove-being-created",
+            Decision::WaitForMember => "wait-for-member",
+            Decision::Fail(_) => "fail",
+            Decision::Delete(_) => "delete",
+            Decision::DeleteFailed(_) => "delete-failed",
+            Decision::Create(_) => "create",
+            Decision::Poll(_) => "poll",
+        }
+    }
+}
+
+/// The delete path of either kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletePlanOf<X> {
+    /// The CSI delete to make first, if any.
+    pub csi_delete: Option<X>,
+    /// Finalizer removal to send last (after a successful delete); `None`
+    /// when the finalizer is absent.
+    pub remove_finalizer: Option<JsonPatch>,
+}
+
+/// The step for a ready object: remove the leftover being-created
+/// annotation `key` if present (requeue when a deletion waits), else done.
+fn when_ready<C, P, X>(meta: &ObjectMeta, key: &str) -> Decision<C, P, X> {
+    match annotation(meta, key) {
+        Some(_) => Decision::RemoveBeingCreated {
+            patch: patch::remove_annotation(key),
+            requeue: meta.deletion_timestamp.is_some(),
+        },
+        None => Decision::Done,
+    }
+}
+
+/// The delete step: nothing to do when there is neither a CSI delete nor a
+/// finalizer to remove.
+fn delete_step<C, P, X>(
+    meta: &ObjectMeta,
+    finalizer: &str,
+    csi_delete: Option<X>,
+) -> Decision<C, P, X> {
+    let remove_finalizer = patch::remove_finalizer(meta, finalizer);
+    if csi_delete.is_none() && remove_finalizer.is_none() {
+        return Decision::Done;
+    }
+    Decision::Delete(DeletePlanOf {
+        csi_delete,
+        remove_finalizer,
+    })
+}
+
+/// How a kind names what its create reads, in texts and keys.
+struct CreateKind {
+    /// The credentials annotations.
+    secret: AnnotationSecret,
+    /// The extra metadata keys.
+    metadata: MetadataKind,
+    /// `<kind>.<group>` of the class, as the API's not-found text names it.
+    class_resource: &'static str,
+    /// The class kind.
+    class_kind: &'static str,
+    /// `snapshot` or `group snapshot`.
+    noun: &'static str,
+    /// Wraps an input error (`create_input_error` or its group twin).
+    input_error: fn(&str, String) -> String,
+}
+
+/// The credentials and parameters of a create (spec C.3, D.3) from the
+/// object's metadata, the class lookup (`None`: not in the cache) and the
+/// reference to the bound snapshot; `Err` is the failure text.
+fn create_inputs(
+    kind: &CreateKind,
+    meta: &ObjectMeta,
+    class_name: Option<&str>,
+    class: Option<Option<&BTreeMap<String, String>>>,
+    bound: &ObjectReference,
+    cfg: &ReconcileConfig,
+) -> Result<(Option<SecretRef>, BTreeMap<String, String>), String> {
+    let name = meta.name.as_deref().unwrap_or("");
+    let input_error = |inner: String| (kind.input_error)(name, inner);
+    let class_parameters = match (class_name, class) {
+        (Some(_), Some(parameters)) => parameters,
+        (Some(class_name), None) => {
+            let resource = kind.class_resource;
+            return Err(input_error(format!(
+                "{resource} \"{class_name}\" not found"
+            )));
+        }
+        (None, _) => {
+            let (noun, class_kind) = (kind.noun, kind.class_kind);
+            return Err(input_error(format!(
+                "cannot create {noun} for content {name}: no {class_kind} is named"
+            )));
+        }
+    };
+    let secret_ref =
+        secrets::from_annotations(meta, kind.secret).map_err(|e| input_error(e.to_string()))?;
+    let extra = cfg.extra_create_metadata.then(|| {
+        (
+            kind.metadata,
+            ExtraMetadata {
+                snapshot_name: bound.name.as_deref().unwrap_or(""),
+                snapshot_namespace: bound.namespace.as_deref().unwrap_or(""),
+                content_name: name,
+            },
+        )
+    });
+    let parameters =
+        create_parameters(class_parameters, extra).map_err(messages::parameters_error)?;
+    Ok((secret_ref, parameters))
+}
+
+/// The patch adding the being-created annotation `key`, when it is absent.
+fn mark_in_flight(meta: &ObjectMeta, key: &str) -> Option<JsonPatch> {
+    annotation(meta, key)
+        .is_none()
+        .then(|| patch::add_annotation(meta, key, keys::ANN_VALUE_YES))
+}
 
 /// The flag values the decisions depend on.
 #[derive(Debug, Clone, PartialEq, Eq)]

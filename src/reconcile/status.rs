@@ -185,18 +185,6 @@ pub fn group_error_patch(
     )
 }
 
-/// The VSC status after a successful DeleteSnapshot: handle, readiness,
-/// creation time and size go; `error` and the group handle stay.
-pub fn snapshot_status_after_delete(
-    status: &VolumeSnapshotContentStatus,
-) -> VolumeSnapshotContentStatus {
-    VolumeSnapshotContentStatus {
-        error: status.error.clone(),
-        volume_group_snapshot_handle: status.volume_group_snapshot_handle.clone(),
-        ..Default::default()
-    }
-}
-
 /// What a group CSI call said, in the form the merge needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupObservation {
@@ -286,17 +274,6 @@ pub fn merge_group_status(
         next.volume_snapshot_info_list = Some(members);
     }
     (next != *cur).then_some(next)
-}
-
-/// The VGSC status after a successful group delete: handle, readiness,
-/// creation time and error go; the member list stays.
-pub fn group_status_after_delete(
-    status: &VolumeGroupSnapshotContentStatus,
-) -> VolumeGroupSnapshotContentStatus {
-    VolumeGroupSnapshotContentStatus {
-        volume_snapshot_info_list: status.volume_snapshot_info_list.clone(),
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]
@@ -434,26 +411,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn status_after_delete_keeps_error_and_group_handle() {
-        let cur = VolumeSnapshotContentStatus {
-            creation_time: Some(1),
-            error: Some(VolumeSnapshotError::default()),
-            ready_to_use: Some(true),
-            restore_size: Some(2),
-            snapshot_handle: Some("h".into()),
-            volume_group_snapshot_handle: Some("g".into()),
-        };
-        assert_eq!(
-            snapshot_status_after_delete(&cur),
-            VolumeSnapshotContentStatus {
-                error: Some(VolumeSnapshotError::default()),
-                volume_group_snapshot_handle: Some("g".into()),
-                ..Default::default()
-            }
-        );
-    }
-
     fn member(id: &str, vol: &str, size: i64, t: Option<i64>) -> SnapshotInfo {
         SnapshotInfo {
             snapshot_id: id.into(),
@@ -546,23 +503,5 @@ mod tests {
         let s = merge_group_status(Some(&cur), &o, now()).unwrap();
         assert_eq!(s.error, None);
         assert_eq!(s.ready_to_use, Some(true));
-    }
-
-    #[test]
-    fn group_status_after_delete_keeps_member_list() {
-        let cur = VolumeGroupSnapshotContentStatus {
-            creation_time: Some(Time(now())),
-            error: Some(VolumeSnapshotError::default()),
-            ready_to_use: Some(true),
-            volume_group_snapshot_handle: Some("g".into()),
-            volume_snapshot_info_list: Some(vec![VolumeSnapshotInfo::default()]),
-        };
-        assert_eq!(
-            group_status_after_delete(&cur),
-            VolumeGroupSnapshotContentStatus {
-                volume_snapshot_info_list: Some(vec![VolumeSnapshotInfo::default()]),
-                ..Default::default()
-            }
-        );
     }
 }
