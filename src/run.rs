@@ -48,17 +48,45 @@ const CGROUP_V2_CPU_MAX: &str = "/sys/fs/cgroup/cpu.max";
 const CGROUP_V1_CPU_QUOTA: &str = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us";
 const CGROUP_V1_CPU_PERIOD: &str = "/sys/fs/cgroup/cpu/cpu.cfs_period_us";
 
-/// Builds the multi-threaded runtime. With `--automaxprocs` and a cgroup CPU
-/// quota, the worker count is the quota in whole CPUs (at least 1), as Go's
-/// automaxprocs sets GOMAXPROCS; otherwise tokio's default (one per CPU).
+/// Environment variable asking for a multi-threaded runtime with this many
+/// worker threads (tokio's own name for it).
+const WORKER_THREADS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// Builds the runtime: one thread unless `TOKIO_WORKER_THREADS` asks for
+/// more, capped by the cgroup CPU quota with `--automaxprocs` (as Go's
+/// automaxprocs caps GOMAXPROCS); see [`worker_threads`].
 pub fn build_runtime(automaxprocs: bool) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if automaxprocs && let Some(n) = cgroup_cpu_limit() {
-        tracing::info!(workers = n, "Sized the worker threads from the CPU quota");
-        builder.worker_threads(n);
-    }
-    builder.build()
+    let requested = std::env::var(WORKER_THREADS_ENV).ok();
+    let quota = if automaxprocs {
+        cgroup_cpu_limit()
+    } else {
+        None
+    };
+    let workers = worker_threads(requested.as_deref(), quota);
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.enable_all().build()
+}
+
+/// The number of runtime threads. One by default: the sidecar's tasks
+/// spend their time waiting on the API server and the driver, and every
+/// request passes through several tasks (the rate limiter, the client's
+/// buffer, the connection); on one thread each hand-off is a queue push,
+/// on several it is a cross-thread wake-up, which costs more CPU than the
+/// work itself at a few requests per second. `requested` is the value of
+/// `TOKIO_WORKER_THREADS` (an unusable value is ignored); `quota` the CPUs
+/// of the cgroup quota, which caps the count.
+fn worker_threads(requested: Option<&str>, quota: Option<usize>) -> usize {
+    let requested = requested
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1);
+    quota.map_or(requested, |q| requested.min(q)).max(1)
 }
 
 /// Whole CPUs allowed by the cgroup CPU quota, if one is set.
@@ -610,6 +638,16 @@ mod tests {
         assert_eq!(parse_cpu_max("50000 100000"), Some(1));
         assert_eq!(parse_cpu_max("garbage"), None);
         assert_eq!(cpus_from_quota(-1, 100000), None);
+    }
+
+    #[test]
+    fn one_thread_unless_asked_capped_by_the_quota() {
+        assert_eq!(worker_threads(None, None), 1);
+        assert_eq!(worker_threads(None, Some(4)), 1);
+        assert_eq!(worker_threads(Some("4"), None), 4);
+        assert_eq!(worker_threads(Some("4"), Some(2)), 2);
+        assert_eq!(worker_threads(Some("0"), None), 1);
+        assert_eq!(worker_threads(Some("many"), Some(8)), 1);
     }
 
     #[test]

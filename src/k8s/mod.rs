@@ -5,6 +5,7 @@ pub mod client;
 pub mod compact;
 pub mod event;
 pub mod keys;
+pub mod lean;
 pub mod types;
 pub mod watch;
 pub mod write;

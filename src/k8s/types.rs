@@ -27,6 +27,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::keys;
+use super::lean::{self, LeanValue};
 
 /// API group of VolumeSnapshotContent and VolumeSnapshotClass.
 pub const SNAPSHOT_GROUP: &str = "snapshot.storage.k8s.io";
@@ -43,8 +44,8 @@ pub const VERSION_V1: &str = "v1";
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeSnapshotContent {
-    /// Standard object metadata.
-    #[serde(default)]
+    /// Standard object metadata (decoded without `managedFields`).
+    #[serde(default, deserialize_with = "lean::meta")]
     pub metadata: ObjectMeta,
     /// The desired state (required by the CRD).
     #[serde(default)]
@@ -136,8 +137,8 @@ pub struct VolumeSnapshotError {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeSnapshotClass {
-    /// Standard object metadata.
-    #[serde(default)]
+    /// Standard object metadata (decoded without `managedFields`).
+    #[serde(default, deserialize_with = "lean::meta")]
     pub metadata: ObjectMeta,
     /// CSI driver name.
     #[serde(default)]
@@ -158,8 +159,8 @@ pub struct VolumeSnapshotClass {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeGroupSnapshotContent {
-    /// Standard object metadata.
-    #[serde(default)]
+    /// Standard object metadata (decoded without `managedFields`).
+    #[serde(default, deserialize_with = "lean::meta")]
     pub metadata: ObjectMeta,
     /// The desired state.
     #[serde(default)]
@@ -264,8 +265,8 @@ pub struct VolumeSnapshotInfo {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VolumeGroupSnapshotClass {
-    /// Standard object metadata.
-    #[serde(default)]
+    /// Standard object metadata (decoded without `managedFields`).
+    #[serde(default, deserialize_with = "lean::meta")]
     pub metadata: ObjectMeta,
     /// CSI driver name.
     #[serde(default)]
@@ -528,7 +529,7 @@ impl<T> Lenient<T> {
 impl<T: DeserializeOwned> Lenient<T> {
     /// Decodes one object from JSON without ever failing.
     pub fn from_value(value: serde_json::Value) -> Self {
-        match serde_json::from_value::<T>(value.clone()) {
+        match T::deserialize(&value) {
             Ok(t) => Lenient::Ok(t),
             Err(e) => Lenient::Malformed {
                 metadata: Box::new(lenient_metadata(&value)),
@@ -542,7 +543,7 @@ impl<T: DeserializeOwned> Lenient<T> {
 /// only the identifying strings.
 fn lenient_metadata(value: &serde_json::Value) -> ObjectMeta {
     let raw = value.get("metadata").cloned().unwrap_or_default();
-    if let Ok(meta) = serde_json::from_value::<ObjectMeta>(raw.clone()) {
+    if let Ok(meta) = lean::meta_from_value(&raw) {
         return meta;
     }
     let s = |k: &str| raw.get(k).and_then(|v| v.as_str()).map(str::to_owned);
@@ -556,7 +557,8 @@ fn lenient_metadata(value: &serde_json::Value) -> ObjectMeta {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
+        // Built without `metadata.managedFields`, which is never read.
+        let LeanValue(value) = LeanValue::deserialize(deserializer)?;
         Ok(Lenient::from_value(value))
     }
 }
