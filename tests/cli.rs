@@ -632,7 +632,7 @@ mod startup {
         let metrics = http_get(addr, "/metrics").await;
         assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
         assert!(
-            metrics.contains("csi_sidecar_operations_seconds_count{driver_name=\"mock.csi.k8s.io\",method_name=\"/csi.v1.Identity/Probe\""),
+            metrics.contains("csi_sidecar_operations_seconds_count{driver_name=\"mock.csi.k8s.io\",grpc_status_code=\"OK\",method_name=\"/csi.v1.Identity/Probe\""),
             "{metrics}"
         );
         let health = http_get(addr, "/healthz/leader-election").await;

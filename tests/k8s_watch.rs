@@ -260,11 +260,44 @@ async fn the_node_selector_narrows_the_watch() {
     );
 }
 
+/// VolumeSnapshotContent with a schema that checks nothing.
+const LOOSE_CONTENT_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: volumesnapshotcontents.snapshot.storage.k8s.io
+spec:
+  group: snapshot.storage.k8s.io
+  scope: Cluster
+  names:
+    plural: volumesnapshotcontents
+    singular: volumesnapshotcontent
+    kind: VolumeSnapshotContent
+    listKind: VolumeSnapshotContentList
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources:
+        status: {}
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+"#;
+
 #[tokio::test]
 async fn a_malformed_object_does_not_break_the_watch() {
-    let server = ApiServer::start(ApiServerOptions::default())
-        .await
-        .expect("api server");
+    // A CRD whose schema accepts any content, so the server stores what a
+    // cluster with looser CRDs (or a conversion bug) could serve.
+    let no_schemas = tempfile::tempdir().expect("temp dir");
+    std::fs::write(no_schemas.path().join("loose.yaml"), LOOSE_CONTENT_CRD).expect("write CRD");
+    let server = ApiServer::start(ApiServerOptions {
+        crd_schemas: Some(no_schemas.path().to_path_buf()),
+        ..ApiServerOptions::default()
+    })
+    .await
+    .expect("api server");
     let mut bad = vsc_json("bad", json!({}));
     bad["spec"]["source"] = json!("not an object");
     create(&server, bad).await;
