@@ -9,10 +9,8 @@ use csi_snapshotter::k8s::keys;
 use csi_snapshotter::k8s::types::{
     VolumeSnapshotClass, VolumeSnapshotContent, VolumeSnapshotContentStatus, VolumeSnapshotError,
 };
-use csi_snapshotter::reconcile::ReconcileConfig;
 use csi_snapshotter::reconcile::content::{
     CsiDelete, PollMethod, Step, create_stage_failure, decide, on_create_error, poll_failure,
-    requeue_after_success,
 };
 use csi_snapshotter::reconcile::filter::{Freshness, VersionStore};
 use csi_snapshotter::reconcile::messages::{
@@ -23,6 +21,7 @@ use csi_snapshotter::reconcile::secrets::SecretRef;
 use csi_snapshotter::reconcile::status::{
     SnapshotObservation, merge_snapshot_status, snapshot_error_patch,
 };
+use csi_snapshotter::reconcile::{ReconcileConfig, requeue_after_success};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;

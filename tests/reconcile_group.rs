@@ -7,12 +7,10 @@ use csi_snapshotter::k8s::types::{
     VolumeGroupSnapshotClass, VolumeGroupSnapshotContent, VolumeGroupSnapshotContentStatus,
     VolumeSnapshotInfo,
 };
-use csi_snapshotter::reconcile::ReconcileConfig;
 use csi_snapshotter::reconcile::filter::{Freshness, VersionStore};
 use csi_snapshotter::reconcile::group::{
     GroupCsiDelete, GroupInputError, GroupStep, decide_group, group_create_name,
-    group_delete_target, group_poll_failure, group_poll_target, group_requeue_after_success,
-    on_group_create_error,
+    group_delete_target, group_poll_failure, group_poll_target, on_group_create_error,
 };
 use csi_snapshotter::reconcile::messages::{
     Attempt, DeleteStage, EventReason, group_delete_warning,
@@ -21,6 +19,7 @@ use csi_snapshotter::reconcile::naming::NamingRule;
 use csi_snapshotter::reconcile::patch;
 use csi_snapshotter::reconcile::secrets::SecretRef;
 use csi_snapshotter::reconcile::status::{GroupObservation, group_error_patch, merge_group_status};
+use csi_snapshotter::reconcile::{ReconcileConfig, requeue_after_success};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::json;
@@ -203,14 +202,14 @@ fn h27_create_not_ready_requeues() {
     .unwrap();
     assert_eq!(s.ready_to_use, Some(false));
     assert_eq!(s.volume_snapshot_info_list.as_ref().unwrap().len(), 2);
-    assert!(group_requeue_after_success(&with_status(dynamic(), s)));
+    assert!(requeue_after_success(&with_status(dynamic(), s)));
     let s = merge_group_status(
         None,
         &GroupObservation::from_create(&group_reply(true)),
         now(),
     )
     .unwrap();
-    assert!(!group_requeue_after_success(&with_status(dynamic(), s)));
+    assert!(!requeue_after_success(&with_status(dynamic(), s)));
 }
 
 #[test]
@@ -236,10 +235,7 @@ fn h28_preprovisioned_poll_without_class() {
     assert_eq!(s.volume_group_snapshot_handle.as_deref(), Some("group-pre"));
     // Members of pre-provisioned groups are not listed.
     assert_eq!(s.volume_snapshot_info_list, None);
-    assert!(!group_requeue_after_success(&with_status(
-        preprovisioned(),
-        s
-    )));
+    assert!(!requeue_after_success(&with_status(preprovisioned(), s)));
 }
 
 #[test]
@@ -267,7 +263,7 @@ fn h29_poll_not_ready_requeues_and_error_sets_status() {
         now(),
     )
     .unwrap();
-    assert!(group_requeue_after_success(&with_status(
+    assert!(requeue_after_success(&with_status(
         preprovisioned(),
         s.clone()
     )));

@@ -8,23 +8,20 @@
 use jiff::Timestamp;
 
 use crate::controller::pipeline::{
-    ControllerOptions, Kind, Pipeline, Running, StatusWrite, StepOf,
+    ControllerOptions, Kind, Pipeline, Running, StatusWrite, StepOf, require_handle,
 };
-use crate::csi::driver::{
-    CreateSnapshotArgs, DriverCapabilities, Secrets, SnapshotDriver, SnapshotInfo,
-};
+use crate::csi::driver::{CreateSnapshotArgs, DriverCapabilities, Secrets, SnapshotDriver};
 use crate::csi::error::CsiError;
 use crate::k8s::keys;
 use crate::k8s::types::{Lenient, VolumeSnapshotClass, VolumeSnapshotContent};
 use crate::reconcile::ReconcileConfig;
 use crate::reconcile::content::{
     CreatePlan, CsiDelete, PollMethod, PollPlan, create_stage_failure, decide, on_create_error,
-    poll_failure, requeue_after_success,
+    poll_failure,
 };
 use crate::reconcile::filter::{is_driver_match, should_enqueue_content_change};
 use crate::reconcile::messages::{self, DeleteStage, Failure, Warning};
 use crate::reconcile::patch::{self, JsonPatch};
-use crate::reconcile::secrets::SecretRef;
 use crate::reconcile::status::{SnapshotObservation, merge_snapshot_status, snapshot_error_patch};
 
 /// The name of the VSC work queue (the `name` label of workqueue metrics).
@@ -52,17 +49,6 @@ pub fn should_enqueue_update(
         (Some(o), Some(n)) => should_enqueue_content_change(o, n),
         _ => true,
     }
-}
-
-/// A successful reply without a snapshot ID cannot be recorded; treat it as a
-/// non-final error (the backend may hold a snapshot, so the annotation stays).
-fn check_reply(info: SnapshotInfo) -> Result<SnapshotInfo, CsiError> {
-    if info.snapshot_id.is_empty() {
-        return Err(CsiError::InvalidReply(
-            "CreateSnapshot reply has an empty snapshot_id".into(),
-        ));
-    }
-    Ok(info)
 }
 
 impl Kind for Contents {
@@ -139,18 +125,6 @@ impl Kind for Contents {
         StatusWrite::Patch(patch::at_version(rv, patch::set_status(&status)))
     }
 
-    fn requeue_after_success(obj: &VolumeSnapshotContent) -> bool {
-        requeue_after_success(obj)
-    }
-
-    fn create_secret(plan: &CreatePlan) -> Option<&SecretRef> {
-        plan.secret_ref.as_ref()
-    }
-
-    fn create_mark(plan: &CreatePlan) -> Option<&JsonPatch> {
-        plan.mark_in_flight.as_ref()
-    }
-
     fn create_failure(plan: &CreatePlan, inner: String) -> Failure {
         create_stage_failure(plan, inner)
     }
@@ -182,7 +156,8 @@ impl Kind for Contents {
             volume = plan.source_volume_id.as_str(),
             "CreateSnapshot"
         );
-        let info = driver.create_snapshot(args).await.and_then(check_reply)?;
+        let info = driver.create_snapshot(args).await?;
+        require_handle(&info.snapshot_id, "CreateSnapshot", "snapshot_id")?;
         tracing::info!(
             content = name,
             handle = info.snapshot_id.as_str(),
@@ -190,10 +165,6 @@ impl Kind for Contents {
             "Snapshot created"
         );
         Ok(SnapshotObservation::from_create(&info))
-    }
-
-    fn poll_secret(plan: &PollPlan) -> Option<&SecretRef> {
-        plan.secret_ref.as_ref()
     }
 
     fn poll_failure(obj: &VolumeSnapshotContent, plan: &PollPlan, inner: String) -> Failure {
@@ -221,10 +192,6 @@ impl Kind for Contents {
                 .map(|info| SnapshotObservation::from_poll(handle, &info))
                 .map_err(|e| e.to_string()),
         }
-    }
-
-    fn delete_secret(del: &CsiDelete) -> Option<&SecretRef> {
-        del.secret_ref.as_ref()
     }
 
     fn delete_warning(stage: DeleteStage) -> Warning {

@@ -16,11 +16,9 @@
 use jiff::Timestamp;
 
 use crate::controller::pipeline::{
-    ControllerOptions, Kind, Pipeline, Running, StatusWrite, StepOf,
+    ControllerOptions, Kind, Pipeline, Running, StatusWrite, StepOf, require_handle,
 };
-use crate::csi::driver::{
-    CreateGroupSnapshotArgs, DriverCapabilities, GroupSnapshotInfo, Secrets, SnapshotDriver,
-};
+use crate::csi::driver::{CreateGroupSnapshotArgs, DriverCapabilities, Secrets, SnapshotDriver};
 use crate::csi::error::CsiError;
 use crate::k8s::keys;
 use crate::k8s::types::{
@@ -30,11 +28,10 @@ use crate::k8s::watch::Cache;
 use crate::reconcile::ReconcileConfig;
 use crate::reconcile::group::{
     GroupCreatePlan, GroupCsiDelete, GroupPollPlan, decide_group, group_create_stage_failure,
-    group_poll_failure, group_requeue_after_success, on_group_create_error,
+    group_poll_failure, on_group_create_error,
 };
 use crate::reconcile::messages::{self, DeleteStage, Failure, Warning};
 use crate::reconcile::patch::JsonPatch;
-use crate::reconcile::secrets::SecretRef;
 use crate::reconcile::status::{GroupObservation, group_error_patch, merge_group_status};
 
 /// The name of the VGSC work queue (the `name` label of workqueue metrics).
@@ -55,17 +52,6 @@ pub type GroupControllerOptions = ControllerOptions;
 pub type ContentCache = Cache<Lenient<VolumeGroupSnapshotContent>>;
 /// The cache type of the VGSClass informer.
 pub type ClassCache = Cache<Lenient<VolumeGroupSnapshotClass>>;
-
-/// An OK reply without a group handle cannot be recorded; it is a non-final
-/// error (the backend may hold a group, so the annotation stays).
-fn check_create_reply(info: GroupSnapshotInfo) -> Result<GroupSnapshotInfo, CsiError> {
-    if info.group_snapshot_id.is_empty() {
-        return Err(CsiError::InvalidReply(
-            "CreateVolumeGroupSnapshot reply has an empty group_snapshot_id".into(),
-        ));
-    }
-    Ok(info)
-}
 
 impl Kind for GroupContents {
     type Object = VolumeGroupSnapshotContent;
@@ -130,18 +116,6 @@ impl Kind for GroupContents {
         StatusWrite::Replace(obj)
     }
 
-    fn requeue_after_success(obj: &Self::Object) -> bool {
-        group_requeue_after_success(obj)
-    }
-
-    fn create_secret(plan: &GroupCreatePlan) -> Option<&SecretRef> {
-        plan.secret_ref.as_ref()
-    }
-
-    fn create_mark(plan: &GroupCreatePlan) -> Option<&JsonPatch> {
-        plan.mark_in_flight.as_ref()
-    }
-
     fn create_failure(plan: &GroupCreatePlan, inner: String) -> Failure {
         group_create_stage_failure(plan, inner)
     }
@@ -175,7 +149,14 @@ impl Kind for GroupContents {
                 secrets,
             })
             .await
-            .and_then(check_create_reply);
+            .and_then(|info| {
+                require_handle(
+                    &info.group_snapshot_id,
+                    "CreateVolumeGroupSnapshot",
+                    "group_snapshot_id",
+                )
+                .map(|()| info)
+            });
         let info = reply.inspect_err(|err| {
             tracing::warn!(group_content = name, error = %err, final_error = err.is_final(), "CreateVolumeGroupSnapshot failed");
         })?;
@@ -187,10 +168,6 @@ impl Kind for GroupContents {
             "Group snapshot created"
         );
         Ok(GroupObservation::from_create(&info))
-    }
-
-    fn poll_secret(plan: &GroupPollPlan) -> Option<&SecretRef> {
-        plan.secret_ref.as_ref()
     }
 
     fn poll_failure(obj: &Self::Object, _: &GroupPollPlan, inner: String) -> Failure {
@@ -214,10 +191,6 @@ impl Kind for GroupContents {
                 Err(e.to_string())
             }
         }
-    }
-
-    fn delete_secret(del: &GroupCsiDelete) -> Option<&SecretRef> {
-        del.secret_ref.as_ref()
     }
 
     fn delete_warning(stage: DeleteStage) -> Warning {

@@ -34,14 +34,16 @@ use crate::controller::queue_metrics::WorkQueueMetrics;
 use crate::csi::driver::{DriverCapabilities, Secrets, SnapshotDriver};
 use crate::csi::error::CsiError;
 use crate::k8s::event::EventRecorder;
-use crate::k8s::types::{Lenient, annotation};
+use crate::k8s::types::{ContentObject, Lenient, annotation};
 use crate::k8s::watch::{Cache, Informer, Notification, WatchOptions, make_lean};
 use crate::k8s::write::{self, WriteError};
 use crate::reconcile::filter::{Freshness, VersionStore};
 use crate::reconcile::messages::{self, DeleteStage, Failure, Warning};
 use crate::reconcile::patch::{self, JsonPatch};
 use crate::reconcile::secrets::SecretRef;
-use crate::reconcile::{Decision, DeletePlanOf, ReconcileConfig};
+use crate::reconcile::{
+    CreateMark, Decision, DeletePlanOf, PlanSecret, ReconcileConfig, requeue_after_success,
+};
 
 /// The bounds of an object the pipeline watches and writes.
 pub trait Object: Resource<DynamicType = (), Scope = ClusterResourceScope> + Plain {}
@@ -70,17 +72,17 @@ pub enum StatusWrite<O> {
 /// pure except the three RPC calls, which only talk to the driver.
 pub trait Kind: Debug + Send + Sync + 'static {
     /// The watched object (a content).
-    type Object: Object;
+    type Object: Object + ContentObject;
     /// Its class.
     type Class: Object;
     /// Its status.
     type Status: Send + Sync;
     /// What the create step needs.
-    type CreatePlan: Send + Sync;
+    type CreatePlan: CreateMark + Send + Sync;
     /// What the poll step needs.
-    type PollPlan: Send + Sync;
+    type PollPlan: PlanSecret + Send + Sync;
     /// What the CSI delete needs.
-    type CsiDelete: Send + Sync;
+    type CsiDelete: PlanSecret + Send + Sync;
     /// What a create or poll reply says, ready to merge into the status.
     type Observation: Send + Sync;
 
@@ -118,13 +120,7 @@ pub trait Kind: Debug + Send + Sync + 'static {
     fn merge(obj: &Self::Object, obs: &Self::Observation, now: Timestamp) -> Option<Self::Status>;
     /// The request that writes `status` over `base`.
     fn status_write(base: &Self::Object, status: Self::Status) -> StatusWrite<Self::Object>;
-    /// Whether to requeue after a successful create or poll.
-    fn requeue_after_success(obj: &Self::Object) -> bool;
 
-    /// The create plan's secret.
-    fn create_secret(plan: &Self::CreatePlan) -> Option<&SecretRef>;
-    /// The create plan's annotation patch, if the annotation is absent.
-    fn create_mark(plan: &Self::CreatePlan) -> Option<&JsonPatch>;
     /// The failure for an error in a stage of the create.
     fn create_failure(plan: &Self::CreatePlan, inner: String) -> Failure;
     /// The text of a create input error.
@@ -140,8 +136,6 @@ pub trait Kind: Debug + Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<Self::Observation, CsiError>> + Send;
 
-    /// The poll plan's secret.
-    fn poll_secret(plan: &Self::PollPlan) -> Option<&SecretRef>;
     /// The failure for a poll error.
     fn poll_failure(obj: &Self::Object, plan: &Self::PollPlan, inner: String) -> Failure;
     /// The poll RPC for the object `name`; the error is the failure's text.
@@ -152,8 +146,6 @@ pub trait Kind: Debug + Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<Self::Observation, String>> + Send;
 
-    /// The CSI delete's secret.
-    fn delete_secret(del: &Self::CsiDelete) -> Option<&SecretRef>;
     /// The warning of a failed delete stage.
     fn delete_warning(stage: DeleteStage) -> Warning;
     /// The delete RPC for the object `name`.
@@ -199,6 +191,18 @@ fn name_of<O: Resource>(obj: &O) -> &str {
 
 fn uid_of<O: Resource>(obj: &O) -> String {
     obj.meta().uid.clone().unwrap_or_default()
+}
+
+/// A successful create reply without the handle (`field`) cannot be
+/// recorded; it is a non-final error (the backend may hold a snapshot, so
+/// the being-created annotation stays).
+pub fn require_handle(handle: &str, rpc: &str, field: &str) -> Result<(), CsiError> {
+    if handle.is_empty() {
+        return Err(CsiError::InvalidReply(format!(
+            "{rpc} reply has an empty {field}"
+        )));
+    }
+    Ok(())
 }
 
 fn requeue_if(requeue: bool) -> Outcome {
@@ -429,7 +433,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     /// decide.
     async fn create(&self, obj: &K::Object, plan: K::CreatePlan) -> Outcome {
         let name = name_of(obj);
-        let secrets = match self.secrets(K::create_secret(&plan)).await {
+        let secrets = match self.secrets(plan.secret_ref()).await {
             Ok(s) => s,
             Err(e) => {
                 let inner = K::create_input_error(name, messages::credentials_error(name, e));
@@ -437,7 +441,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
             }
         };
         let mut current = obj.clone();
-        if let Some(mark) = K::create_mark(&plan) {
+        if let Some(mark) = plan.mark_in_flight() {
             match self.patch_main(name, mark).await {
                 Ok(written) => current = written,
                 // The object changed since the copy the mark was made from
@@ -488,13 +492,13 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
                 }
             }
         }
-        requeue_if(K::requeue_after_success(&current))
+        requeue_if(requeue_after_success(&current))
     }
 
     /// Status poll (spec C.5, D.4, or GetSnapshot for dynamic contents).
     async fn poll(&self, obj: &K::Object, plan: K::PollPlan) -> Outcome {
         let name = name_of(obj);
-        let secrets = match self.secrets(K::poll_secret(&plan)).await {
+        let secrets = match self.secrets(plan.secret_ref()).await {
             Ok(s) => s,
             Err(e) => {
                 let failure = K::poll_failure(obj, &plan, messages::credentials_error(name, e));
@@ -506,7 +510,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
             Err(inner) => return self.fail(obj, &K::poll_failure(obj, &plan, inner)).await,
         };
         match self.record(obj, &observed).await {
-            Ok(updated) => requeue_if(K::requeue_after_success(&updated)),
+            Ok(updated) => requeue_if(requeue_after_success(&updated)),
             Err(e) if e.is_conflict() => self.write_failed(name, &e),
             Err(e) => {
                 let inner = messages::status_update_error(name, e);
@@ -527,7 +531,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
         if let Some(del) = plan.csi_delete
             && !self.was_deleted(obj)
         {
-            let secrets = match self.secrets(K::delete_secret(&del)).await {
+            let secrets = match self.secrets(del.secret_ref()).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(content = name, error = %e, "Failed to get snapshot credentials");

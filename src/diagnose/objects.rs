@@ -1,14 +1,13 @@
 //! The namespaced snapshot kinds, read only by `diagnose` (the sidecar never
 //! reads them), with just the fields a verdict needs.
 
-use std::borrow::Cow;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
 use kube::core::NamespaceResourceScope;
 use serde::Deserialize;
 
-use crate::k8s::types::{GROUP_SNAPSHOT_GROUP, SNAPSHOT_GROUP, VERSION_V1, VolumeSnapshotError};
+use crate::k8s::types::{
+    GROUP_SNAPSHOT_GROUP, SNAPSHOT_GROUP, VolumeSnapshotError, snapshot_resource,
+};
 
 /// A `VolumeSnapshot` (namespaced).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -113,42 +112,16 @@ impl SnapshotStatus {
     }
 }
 
-macro_rules! namespaced_resource {
-    ($ty:ty, $group:expr, $kind:literal, $plural:literal) => {
-        impl Resource for $ty {
-            type DynamicType = ();
-            type Scope = NamespaceResourceScope;
-
-            fn kind(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($kind)
-            }
-            fn group(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($group)
-            }
-            fn version(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(VERSION_V1)
-            }
-            fn plural(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($plural)
-            }
-            fn meta(&self) -> &ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
-                &mut self.metadata
-            }
-        }
-    };
-}
-
-namespaced_resource!(
+snapshot_resource!(
     VolumeSnapshot,
+    NamespaceResourceScope,
     SNAPSHOT_GROUP,
     "VolumeSnapshot",
     "volumesnapshots"
 );
-namespaced_resource!(
+snapshot_resource!(
     VolumeGroupSnapshot,
+    NamespaceResourceScope,
     GROUP_SNAPSHOT_GROUP,
     "VolumeGroupSnapshot",
     "volumegroupsnapshots"

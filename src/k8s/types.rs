@@ -283,54 +283,64 @@ pub struct VolumeGroupSnapshotClass {
 // kube::Resource and Serialize
 // ---------------------------------------------------------------------------
 
-macro_rules! cluster_resource {
-    ($ty:ty, $group:expr, $kind:literal, $plural:literal) => {
-        impl Resource for $ty {
+/// `kube::Resource` for a snapshot kind of `snapshot.storage.k8s.io` or
+/// `groupsnapshot.storage.k8s.io`, always at [`VERSION_V1`]; `$scope` is
+/// cluster or namespace scope.
+macro_rules! snapshot_resource {
+    ($ty:ty, $scope:ty, $group:expr, $kind:literal, $plural:literal) => {
+        impl kube::Resource for $ty {
             type DynamicType = ();
-            type Scope = ClusterResourceScope;
+            type Scope = $scope;
 
-            fn kind(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($kind)
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($kind)
             }
-            fn group(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($group)
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($group)
             }
-            fn version(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed(VERSION_V1)
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($crate::k8s::types::VERSION_V1)
             }
-            fn plural(_: &()) -> Cow<'_, str> {
-                Cow::Borrowed($plural)
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                std::borrow::Cow::Borrowed($plural)
             }
-            fn meta(&self) -> &ObjectMeta {
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &self.metadata
             }
-            fn meta_mut(&mut self) -> &mut ObjectMeta {
+            fn meta_mut(
+                &mut self,
+            ) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 &mut self.metadata
             }
         }
     };
 }
+pub(crate) use snapshot_resource;
 
-cluster_resource!(
+snapshot_resource!(
     VolumeSnapshotContent,
+    ClusterResourceScope,
     SNAPSHOT_GROUP,
     "VolumeSnapshotContent",
     "volumesnapshotcontents"
 );
-cluster_resource!(
+snapshot_resource!(
     VolumeSnapshotClass,
+    ClusterResourceScope,
     SNAPSHOT_GROUP,
     "VolumeSnapshotClass",
     "volumesnapshotclasses"
 );
-cluster_resource!(
+snapshot_resource!(
     VolumeGroupSnapshotContent,
+    ClusterResourceScope,
     GROUP_SNAPSHOT_GROUP,
     "VolumeGroupSnapshotContent",
     "volumegroupsnapshotcontents"
 );
-cluster_resource!(
+snapshot_resource!(
     VolumeGroupSnapshotClass,
+    ClusterResourceScope,
     GROUP_SNAPSHOT_GROUP,
     "VolumeGroupSnapshotClass",
     "volumegroupsnapshotclasses"
@@ -404,8 +414,15 @@ pub fn has_finalizer(meta: &ObjectMeta, finalizer: &str) -> bool {
         .is_some_and(|f| f.iter().any(|x| x == finalizer))
 }
 
-/// What both content kinds share: the accessors of the decision layer and
-/// `Serialize` (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
+/// What the code that serves both content kinds reads of either.
+pub trait ContentObject: Resource {
+    /// `status.readyToUse == true`.
+    fn is_ready(&self) -> bool;
+}
+
+/// What both content kinds share: the accessors of the decision layer,
+/// [`ContentObject`] and `Serialize` (`apiVersion`, `kind`, `metadata`,
+/// `spec`, `status`).
 macro_rules! content_common {
     ($($ty:ty),*) => {$(
         impl $ty {
@@ -427,6 +444,12 @@ macro_rules! content_common {
                     .as_ref()
                     .and_then(|s| s.ready_to_use)
                     .unwrap_or(false)
+            }
+        }
+
+        impl ContentObject for $ty {
+            fn is_ready(&self) -> bool {
+                <$ty>::is_ready(self)
             }
         }
 

@@ -333,10 +333,3 @@ pub fn poll_failure(
     };
     Failure::snapshot(Attempt::Recheck, text)
 }
-
-/// Whether to requeue after a successful create or poll, given the object the
-/// last write returned: while not ready, and also when a deletion is waiting
-/// so it is not stalled by the filtered annotation-removal event (#1388).
-pub fn requeue_after_success(updated: &VolumeSnapshotContent) -> bool {
-    !updated.is_ready() || updated.metadata.deletion_timestamp.is_some()
-}

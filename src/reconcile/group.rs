@@ -357,8 +357,3 @@ pub fn group_poll_failure(
         messages::get_group_snapshot_error(content.name(), inner),
     )
 }
-
-/// Whether to requeue after a successful group create or poll.
-pub fn group_requeue_after_success(updated: &VolumeGroupSnapshotContent) -> bool {
-    !updated.is_ready() || updated.metadata.deletion_timestamp.is_some()
-}

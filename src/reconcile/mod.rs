@@ -34,14 +34,14 @@
 //!      [`messages::status_update_error`] via `Fail`).
 //!   5. send [`patch::remove_annotation`] of the being-created key (it is
 //!      present: either it was there or step 2 added it).
-//!   6. requeue iff [`content::requeue_after_success`] on the last reply.
+//!   6. requeue iff [`requeue_after_success`] on the last reply.
 //! - `Poll(plan)`: GET the secret; call ListSnapshots (no entry →
 //!   [`messages::snapshot_not_found`]), GetSnapshot, or nothing for
 //!   `Trust` ([`status::SnapshotObservation::trusted`]); GET, merge with
 //!   [`status::SnapshotObservation::from_poll`] using
 //!   `plan.status_handle`, write; any error → `Fail` with
 //!   [`content::poll_failure`]; requeue iff
-//!   [`content::requeue_after_success`].
+//!   [`requeue_after_success`].
 //! - `Delete(plan)`: if `plan.csi_delete`: GET its secret (error → emit
 //!   [`messages::snapshot_delete_warning`]`(Credentials)`, requeue);
 //!   DeleteSnapshot (error → `(Rpc)`, requeue). Then send
@@ -84,7 +84,7 @@ use patch::JsonPatch;
 use secrets::{AnnotationSecret, SecretRef};
 
 use crate::k8s::keys;
-use crate::k8s::types::annotation;
+use crate::k8s::types::{ContentObject, annotation};
 
 /// What to do with one content of either kind now; at most one CSI call.
 /// `C`, `P` and `X` are the kind's create plan, poll plan and CSI delete
@@ -235,6 +235,49 @@ fn create_inputs(
     let parameters =
         create_parameters(class_parameters, extra).map_err(messages::parameters_error)?;
     Ok((secret_ref, parameters))
+}
+
+/// What the executor reads from a plan of either kind before its CSI call.
+pub trait PlanSecret {
+    /// The secret to GET first; `None`: no secrets.
+    fn secret_ref(&self) -> Option<&SecretRef>;
+}
+
+/// What the executor reads from a create plan of either kind besides its
+/// secret.
+pub trait CreateMark: PlanSecret {
+    /// The patch adding the being-created annotation, when it is absent.
+    fn mark_in_flight(&self) -> Option<&JsonPatch>;
+}
+
+/// [`PlanSecret`] (and [`CreateMark`] for the create plans) of the plan
+/// types, which name both fields alike.
+macro_rules! plan_fields {
+    (creates: $($create:ty),*; others: $($other:ty),*) => {
+        $(impl CreateMark for $create {
+            fn mark_in_flight(&self) -> Option<&JsonPatch> {
+                self.mark_in_flight.as_ref()
+            }
+        })*
+        $(impl PlanSecret for $other {
+            fn secret_ref(&self) -> Option<&SecretRef> {
+                self.secret_ref.as_ref()
+            }
+        })*
+    };
+}
+
+plan_fields!(
+    creates: content::CreatePlan, group::GroupCreatePlan;
+    others: content::CreatePlan, group::GroupCreatePlan, content::PollPlan, group::GroupPollPlan,
+        content::CsiDelete, group::GroupCsiDelete
+);
+
+/// Whether to requeue after a successful create or poll, given the object the
+/// last write returned: while not ready, and also when a deletion is waiting
+/// so it is not stalled by the filtered annotation-removal event (#1388).
+pub fn requeue_after_success<O: ContentObject>(updated: &O) -> bool {
+    !updated.is_ready() || updated.meta().deletion_timestamp.is_some()
 }
 
 /// The patch adding the being-created annotation `key`, when it is absent.
