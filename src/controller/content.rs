@@ -75,10 +75,6 @@ impl Kind for Contents {
         should_enqueue_update(old, new)
     }
 
-    fn class_name(obj: &VolumeSnapshotContent) -> Option<&str> {
-        obj.spec.volume_snapshot_class_name.as_deref()
-    }
-
     /// Only this driver's contents are seeded and checked (spec C.1).
     fn tracks(
         obj: &VolumeSnapshotContent,

@@ -79,10 +79,6 @@ impl Kind for GroupContents {
         true
     }
 
-    fn class_name(obj: &VolumeGroupSnapshotContent) -> Option<&str> {
-        obj.spec.volume_group_snapshot_class_name.as_deref()
-    }
-
     /// Every VGSC is seeded and checked, of any driver (spec D.1); the
     /// driver filter is in [`decide_group`].
     fn tracks(

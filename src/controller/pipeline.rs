@@ -102,8 +102,6 @@ pub trait Kind: Debug + Send + Sync + 'static {
 
     /// Whether a watch update is enqueued (adds and deletes always are).
     fn should_enqueue_update(old: &Lenient<Self::Object>, new: &Lenient<Self::Object>) -> bool;
-    /// The class the object names.
-    fn class_name(obj: &Self::Object) -> Option<&str>;
     /// Whether the version store tracks the object (seeded and checked).
     fn tracks(obj: &Self::Object, class: Option<&Self::Class>, driver: &str) -> bool;
     /// The pure decision (`reconcile`).
@@ -287,7 +285,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     /// The cached class the object names. A class that does not decode
     /// counts as missing (logged), so the object reports a class error.
     fn class_of(&self, obj: &K::Object) -> Option<Arc<K::Class>> {
-        let name = K::class_name(obj)?;
+        let name = obj.class_name()?;
         match unwrap_lenient(self.classes.get(name)?) {
             Ok(class) => Some(Arc::new(class)),
             Err(error) => {
@@ -347,7 +345,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
                     content = name,
                     "Cache is behind the last write; using the written object"
                 );
-                if K::class_name(&newer) != K::class_name(&obj) {
+                if newer.class_name() != obj.class_name() {
                     class = self.class_of(&newer);
                 }
                 newer

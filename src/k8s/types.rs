@@ -418,13 +418,21 @@ pub fn has_finalizer(meta: &ObjectMeta, finalizer: &str) -> bool {
 pub trait ContentObject: Resource {
     /// `status.readyToUse == true`.
     fn is_ready(&self) -> bool;
+    /// `spec.driver`.
+    fn driver(&self) -> &str;
+    /// The class the spec names.
+    fn class_name(&self) -> Option<&str>;
+    /// The reference to the bound snapshot or group snapshot.
+    fn bound_ref(&self) -> &ObjectReference;
+    /// `status.error`.
+    fn error(&self) -> Option<&VolumeSnapshotError>;
 }
 
 /// What both content kinds share: the accessors of the decision layer,
 /// [`ContentObject`] and `Serialize` (`apiVersion`, `kind`, `metadata`,
 /// `spec`, `status`).
 macro_rules! content_common {
-    ($($ty:ty),*) => {$(
+    ($($ty:ty: $bound:ident, $class:ident);*) => {$(
         impl $ty {
             /// The object name (empty when missing, which the API never sends).
             pub fn name(&self) -> &str {
@@ -451,6 +459,18 @@ macro_rules! content_common {
             fn is_ready(&self) -> bool {
                 <$ty>::is_ready(self)
             }
+            fn driver(&self) -> &str {
+                &self.spec.driver
+            }
+            fn class_name(&self) -> Option<&str> {
+                self.spec.$class.as_deref()
+            }
+            fn bound_ref(&self) -> &ObjectReference {
+                &self.spec.$bound
+            }
+            fn error(&self) -> Option<&VolumeSnapshotError> {
+                self.status.as_ref().and_then(|s| s.error.as_ref())
+            }
         }
 
         impl Serialize for $ty {
@@ -466,7 +486,10 @@ macro_rules! content_common {
     )*};
 }
 
-content_common!(VolumeSnapshotContent, VolumeGroupSnapshotContent);
+content_common!(
+    VolumeSnapshotContent: volume_snapshot_ref, volume_snapshot_class_name;
+    VolumeGroupSnapshotContent: volume_group_snapshot_ref, volume_group_snapshot_class_name
+);
 
 impl VolumeSnapshotContent {
     /// `spec.volumeSnapshotRef.uid`, treating an empty string as absent.

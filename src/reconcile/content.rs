@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use super::filter::{is_driver_match, should_delete};
 use super::messages::{self, Attempt, DeleteStage, Failure};
 use super::params::MetadataKind;
-use super::patch::{self, JsonPatch};
+use super::patch::JsonPatch;
 use super::secrets::{self, AnnotationSecret, ClassSecret, SecretRef};
 use super::{
-    CreateKind, Decision, DeletePlanOf, ReconcileConfig, create_inputs, delete_step,
-    mark_in_flight, when_ready,
+    CreateErrorOutcome, CreateKind, Decision, DeletePlanOf, ReconcileConfig, create_inputs,
+    delete_step, mark_in_flight, when_ready,
 };
 use crate::csi::driver::DriverCapabilities;
 use crate::csi::error::CsiError;
@@ -289,28 +289,16 @@ fn decide_delete(content: &VolumeSnapshotContent) -> Step {
     delete_step(&content.metadata, keys::FINALIZER_VSC, csi_delete)
 }
 
-/// What to do after CreateSnapshot failed (spec C.3 step 7, C.8).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreateErrorOutcome {
-    /// Remove the being-created annotation (final error); a failure of this
-    /// patch replaces the reported error.
-    pub remove_being_created: Option<JsonPatch>,
-    /// The error status and event to write.
-    pub failure: Failure,
-}
-
-/// Classifies a CreateSnapshot error: final errors release the deletion
-/// block, non-final ones keep it; both are reported and requeued.
+/// Classifies a CreateSnapshot error (spec C.3 step 7, C.8).
 pub fn on_create_error(plan: &CreatePlan, err: &CsiError) -> CreateErrorOutcome {
-    CreateErrorOutcome {
-        remove_being_created: err
-            .is_final()
-            .then(|| patch::remove_annotation(keys::ANN_VS_BEING_CREATED)),
-        failure: Failure::snapshot(
+    CreateErrorOutcome::new(
+        err,
+        keys::ANN_VS_BEING_CREATED,
+        Failure::snapshot(
             plan.attempt,
             messages::take_snapshot_error(&plan.source_volume_id, err),
         ),
-    }
+    )
 }
 
 /// The failure for an error in any later stage of a create (secret GET,

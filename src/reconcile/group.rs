@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use super::filter::{is_group_driver_match, should_delete_group};
 use super::messages::{self, Attempt, DeleteStage, Failure};
 use super::params::MetadataKind;
-use super::patch::{self, JsonPatch};
+use super::patch::JsonPatch;
 use super::secrets::{self, AnnotationSecret, ClassSecret, SecretRef};
 use super::{
-    CreateKind, Decision, DeletePlanOf, ReconcileConfig, create_inputs, delete_step,
-    mark_in_flight, when_ready,
+    CreateErrorOutcome, CreateKind, Decision, DeletePlanOf, ReconcileConfig, create_inputs,
+    delete_step, mark_in_flight, when_ready,
 };
 use crate::csi::error::CsiError;
 use crate::k8s::keys;
@@ -317,26 +317,17 @@ fn decide_group_delete(content: &VolumeGroupSnapshotContent) -> GroupStep {
     delete_step(&content.metadata, keys::FINALIZER_VGSC, csi_delete)
 }
 
-/// What to do after CreateVolumeGroupSnapshot failed (D.3 step 7).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupCreateErrorOutcome {
-    /// Remove the group being-created annotation (final error).
-    pub remove_being_created: Option<JsonPatch>,
-    /// The error status and event to write.
-    pub failure: Failure,
-}
-
-/// Classifies a CreateVolumeGroupSnapshot error (C.8 applies unchanged).
-pub fn on_group_create_error(plan: &GroupCreatePlan, err: &CsiError) -> GroupCreateErrorOutcome {
-    GroupCreateErrorOutcome {
-        remove_being_created: err
-            .is_final()
-            .then(|| patch::remove_annotation(keys::ANN_VGS_BEING_CREATED)),
-        failure: Failure::group(
+/// Classifies a CreateVolumeGroupSnapshot error (D.3 step 7; C.8 applies
+/// unchanged).
+pub fn on_group_create_error(plan: &GroupCreatePlan, err: &CsiError) -> CreateErrorOutcome {
+    CreateErrorOutcome::new(
+        err,
+        keys::ANN_VGS_BEING_CREATED,
+        Failure::group(
             plan.attempt,
             messages::take_group_snapshot_error(&plan.source_volume_ids, err),
         ),
-    }
+    )
 }
 
 /// The failure for an error in any later stage of a group create.

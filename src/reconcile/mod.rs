@@ -83,6 +83,7 @@ use params::{ExtraMetadata, MetadataKind, create_parameters};
 use patch::JsonPatch;
 use secrets::{AnnotationSecret, SecretRef};
 
+use crate::csi::error::CsiError;
 use crate::k8s::keys;
 use crate::k8s::types::{ContentObject, annotation};
 
@@ -272,6 +273,27 @@ plan_fields!(
     others: content::CreatePlan, group::GroupCreatePlan, content::PollPlan, group::GroupPollPlan,
         content::CsiDelete, group::GroupCsiDelete
 );
+
+/// What to do after the create RPC of either kind failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateErrorOutcome {
+    /// Remove the being-created annotation (final error); a failure of this
+    /// patch replaces the reported error.
+    pub remove_being_created: Option<JsonPatch>,
+    /// The error status and event to write.
+    pub failure: Failure,
+}
+
+impl CreateErrorOutcome {
+    /// Final errors release the deletion block (the being-created annotation
+    /// `key` goes), non-final ones keep it; both report `failure`.
+    fn new(err: &CsiError, key: &str, failure: Failure) -> Self {
+        CreateErrorOutcome {
+            remove_being_created: err.is_final().then(|| patch::remove_annotation(key)),
+            failure,
+        }
+    }
+}
 
 /// Whether to requeue after a successful create or poll, given the object the
 /// last write returned: while not ready, and also when a deletion is waiting

@@ -12,7 +12,7 @@ use crate::diagnose::cause::{Cause, Kind};
 use crate::diagnose::decide::{self, Decision, InputError};
 use crate::diagnose::observe::SecretAccess;
 use crate::k8s::keys;
-use crate::k8s::types::{VolumeSnapshotContent, VolumeSnapshotError};
+use crate::k8s::types::{ContentObject, VolumeSnapshotContent, VolumeSnapshotError};
 use crate::reconcile::secrets::SecretRef;
 
 /// What [`judge`] needs of a content of either kind.
@@ -46,11 +46,14 @@ impl Facts<'_> {
     }
 }
 
-pub(super) fn in_scope(scope: &Scope, c: &VolumeSnapshotContent) -> bool {
-    let ns = c.spec.volume_snapshot_ref.namespace.as_deref();
+/// Whether a content of either kind (`kind`) is in `scope`: its bound
+/// snapshot's namespace, its driver and its name.
+pub(super) fn in_scope<C: ContentObject>(scope: &Scope, kind: Kind, c: &C) -> bool {
+    let ns = c.bound_ref().namespace.as_deref();
+    let name = c.meta().name.as_deref().unwrap_or("");
     scope.namespace.as_deref().is_none_or(|n| ns == Some(n))
-        && scope.driver.as_deref().is_none_or(|d| c.spec.driver == d)
-        && is_selected(scope, Kind::VolumeSnapshotContent, None, c.name())
+        && scope.driver.as_deref().is_none_or(|d| c.driver() == d)
+        && is_selected(scope, kind, None, name)
 }
 
 /// The verdict on a VolumeSnapshotContent, `None` when it is fine.

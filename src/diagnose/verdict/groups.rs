@@ -5,18 +5,11 @@
 use std::collections::BTreeSet;
 
 use super::contents::{Facts, judge};
-use super::{Context, Scope, Verdict, evidence, is_selected};
+use super::{Context, Verdict, evidence};
 use crate::diagnose::cause::{Cause, Kind};
 use crate::diagnose::decide::{self, Decision};
 use crate::k8s::keys;
 use crate::k8s::types::VolumeGroupSnapshotContent;
-
-pub(super) fn in_scope(scope: &Scope, c: &VolumeGroupSnapshotContent) -> bool {
-    let ns = c.spec.volume_group_snapshot_ref.namespace.as_deref();
-    scope.namespace.as_deref().is_none_or(|n| ns == Some(n))
-        && scope.driver.as_deref().is_none_or(|d| c.spec.driver == d)
-        && is_selected(scope, Kind::VolumeGroupSnapshotContent, None, c.name())
-}
 
 /// The verdict on a VolumeGroupSnapshotContent, `None` when it is fine.
 pub(super) fn group_content(ctx: Context<'_>, c: &VolumeGroupSnapshotContent) -> Option<Verdict> {

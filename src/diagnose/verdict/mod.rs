@@ -96,7 +96,11 @@ pub fn diagnose(ctx: Context<'_>, scope: &Scope) -> Vec<Finding> {
             snapshots::snapshot(ctx, vs),
         );
     }
-    for vsc in c.contents.iter().filter(|x| contents::in_scope(scope, x)) {
+    for vsc in c
+        .contents
+        .iter()
+        .filter(|x| contents::in_scope(scope, Kind::VolumeSnapshotContent, *x))
+    {
         push(
             Kind::VolumeSnapshotContent,
             &vsc.metadata,
@@ -117,7 +121,7 @@ pub fn diagnose(ctx: Context<'_>, scope: &Scope) -> Vec<Finding> {
     for vgsc in c
         .group_contents
         .iter()
-        .filter(|x| groups::in_scope(scope, x))
+        .filter(|x| contents::in_scope(scope, Kind::VolumeGroupSnapshotContent, *x))
     {
         push(
             Kind::VolumeGroupSnapshotContent,
