@@ -596,23 +596,23 @@ mod tests {
 
     #[test]
     fn dependencies_are_quieter_than_own_code() {
-        let filter = VerbosityFilter {
-            verbosity: 0,
-            vmodule: Vec::new(),
-        };
-        assert_eq!(filter.max_level("hyper::proto", None), LevelFilter::WARN);
-        assert_eq!(
-            filter.max_level("csi_snapshotter::run", None),
-            LevelFilter::INFO
-        );
-        let filter = VerbosityFilter {
-            verbosity: 6,
-            vmodule: Vec::new(),
-        };
-        assert_eq!(filter.max_level("kube_client", None), LevelFilter::DEBUG);
-        assert_eq!(
-            filter.max_level("csi_mock_driver", None),
-            LevelFilter::TRACE
-        );
+        // (verbosity, target, level)
+        let cases = [
+            (0, "hyper::proto", LevelFilter::WARN),
+            (0, "csi_snapshotter::run", LevelFilter::INFO),
+            (6, "kube_client", LevelFilter::DEBUG),
+            (6, "csi_mock_driver", LevelFilter::TRACE),
+        ];
+        for (verbosity, target, level) in cases {
+            let filter = VerbosityFilter {
+                verbosity,
+                vmodule: Vec::new(),
+            };
+            assert_eq!(
+                filter.max_level(target, None),
+                level,
+                "{target} at {verbosity}"
+            );
+        }
     }
 }

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use content_support::{Harness, crd_dir, dynamic, preprovisioned};
 use csi_snapshotter::controller::common::Outcome;
-use csi_snapshotter::controller::content::{ContentController, ContentControllerOptions};
-use csi_snapshotter::controller::group::{GroupController, GroupControllerOptions};
+use csi_snapshotter::controller::content::ContentController;
+use csi_snapshotter::controller::group::GroupController;
+use csi_snapshotter::controller::pipeline::ControllerOptions;
 use csi_snapshotter::controller::queue::{Backoff, WorkQueue};
 use csi_snapshotter::csi::client::{ConnectOptions, CsiClient, CsiConnection};
 use csi_snapshotter::csi::connection::LossHandler;
@@ -271,7 +272,7 @@ async fn content_create_and_delete_make_three_and_one_writes_and_one_csi_call_ea
         w.client.clone(),
         w.client.clone(),
         w.events.clone(),
-        ContentControllerOptions {
+        ControllerOptions {
             config: ReconcileConfig::new(DRIVER),
             workers: 4,
             backoff: backoff(),
@@ -366,7 +367,7 @@ async fn group_create_and_delete_make_three_and_one_writes_and_one_csi_call() {
         .create(&PostParams::default(), &req.class_object())
         .await
         .expect("group class");
-    let mut options = GroupControllerOptions::new(DRIVER);
+    let mut options = ControllerOptions::new(DRIVER);
     options.workers = 2;
     options.backoff = backoff();
     let running = GroupController::start(

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use content_support::{Harness, UID};
-use csi_snapshotter::controller::content::{
-    ContentController, ContentControllerOptions, RunningContentController,
-};
+use csi_snapshotter::controller::content::{ContentController, Contents};
+use csi_snapshotter::controller::pipeline::{ControllerOptions, Running};
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::csi::client::{ConnectOptions, CsiClient, CsiConnection};
 use csi_snapshotter::csi::connection::LossHandler;
@@ -28,7 +27,7 @@ const MOCK: &str = "mock.csi.k8s.io";
 struct World {
     h: Harness,
     mock: MockDriver,
-    running: Option<RunningContentController<CsiClient>>,
+    running: Option<Running<Contents, CsiClient>>,
     _dir: tempfile::TempDir,
 }
 
@@ -54,7 +53,7 @@ async fn world(config: MockConfig, timeout: Duration) -> World {
         h.client.clone(),
         h.client.clone(),
         events,
-        ContentControllerOptions {
+        ControllerOptions {
             config: ReconcileConfig::new(name),
             workers: 2,
             backoff: Backoff {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use content_support::{DRIVER, FakeDriver, Harness, dynamic};
-use csi_snapshotter::controller::content::{ContentController, ContentControllerOptions};
+use csi_snapshotter::controller::content::ContentController;
+use csi_snapshotter::controller::pipeline::ControllerOptions;
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::k8s::event::EventRecorder;
 use csi_snapshotter::reconcile::ReconcileConfig;
@@ -43,7 +44,7 @@ async fn watch_driven_create_poll_and_delete() {
         h.client.clone(),
         h.client.clone(),
         events,
-        ContentControllerOptions {
+        ControllerOptions {
             config: ReconcileConfig::new(DRIVER),
             workers: 2,
             backoff: Backoff {
@@ -91,7 +92,7 @@ async fn h24_own_status_and_annotation_changes_do_not_enqueue() {
         h.client.clone(),
         h.client.clone(),
         events,
-        ContentControllerOptions {
+        ControllerOptions {
             config: ReconcileConfig::new(DRIVER),
             workers: 1,
             backoff: Backoff {

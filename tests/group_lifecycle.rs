@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use csi_snapshotter::controller::common::Outcome;
-use csi_snapshotter::controller::group::{GroupController, GroupControllerOptions};
+use csi_snapshotter::controller::group::GroupController;
+use csi_snapshotter::controller::pipeline::ControllerOptions;
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::csi::driver::{CreateGroupSnapshotArgs, SnapshotDriver};
 use csi_snapshotter::csi::proto::v1 as pb;
@@ -38,7 +39,7 @@ async fn two_volume_group_ready_then_deleted_through_the_watch() {
     let h = harness!();
     // Not ready on the first answers: the key is requeued until it is.
     h.mock.set_ready_after_polls(2);
-    let mut options = GroupControllerOptions::new(DRIVER);
+    let mut options = ControllerOptions::new(DRIVER);
     options.workers = 2;
     options.backoff = Backoff {
         start: Duration::from_millis(10),

@@ -55,9 +55,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use csi_snapshotter::controller::content::{
-    ContentController, ContentControllerOptions, RunningContentController,
-};
+use csi_snapshotter::controller::content::{ContentController, Contents};
+use csi_snapshotter::controller::pipeline::{ControllerOptions, Running};
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::csi::client::{ConnectOptions, CsiClient, CsiConnection};
 use csi_snapshotter::csi::connection::LossHandler;
@@ -261,7 +260,7 @@ struct World {
     secrets: Api<Secret>,
     events: Api<Event>,
     mock: MockDriver,
-    running: Option<RunningContentController<CsiClient>>,
+    running: Option<Running<Contents, CsiClient>>,
     start_ns: i64,
     _dir: tempfile::TempDir,
 }
@@ -312,7 +311,7 @@ async fn world() -> World {
         snapshot_client,
         core_client,
         events,
-        ContentControllerOptions {
+        ControllerOptions {
             config: ReconcileConfig::new(name),
             workers: 10,
             backoff: Backoff {

@@ -3,7 +3,7 @@
 //! errors know NotFound / Conflict / retry.
 
 use csi_snapshotter::k8s::types::VolumeSnapshotContent;
-use csi_snapshotter::k8s::write::{self, WriteError};
+use csi_snapshotter::k8s::write::{self, Target, WriteError};
 use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
 use kube::Api;
 use serde_json::json;
@@ -37,7 +37,9 @@ async fn main_resource_patch_is_one_request_and_returns_the_new_object() {
     let (server, api, created) = setup().await;
     let gets_before = server.request_count("GET", "volumesnapshotcontents");
     let doc = json!([{"op": "add", "path": "/metadata/annotations/snapshot.storage.kubernetes.io~1volumesnapshot-being-created", "value": "yes"}]);
-    let reply = write::patch_main(&api, "c1", &doc).await.expect("patch");
+    let reply = write::json_patch(&api, "c1", Target::Main, &doc)
+        .await
+        .expect("patch");
     assert!(rv(&reply) > rv(&created));
     let ann = reply.metadata.annotations.as_ref().unwrap();
     assert_eq!(
@@ -63,7 +65,7 @@ async fn main_resource_patch_is_one_request_and_returns_the_new_object() {
 async fn status_patch_goes_to_the_subresource() {
     let (server, api, _) = setup().await;
     let doc = json!([{"op": "replace", "path": "/status", "value": {"readyToUse": true, "snapshotHandle": "h1", "restoreSize": 10}}]);
-    let reply = write::patch_status(&api, "c1", &doc)
+    let reply = write::json_patch(&api, "c1", Target::Status, &doc)
         .await
         .expect("patch status");
     let status = reply.status.as_ref().expect("status");
@@ -84,7 +86,7 @@ async fn status_patch_goes_to_the_subresource() {
 async fn status_put_carries_the_resource_version_and_can_conflict() {
     let (server, api, created) = setup().await;
     let doc = json!([{"op": "replace", "path": "/status", "value": {"readyToUse": true}}]);
-    let newer = write::patch_status(&api, "c1", &doc)
+    let newer = write::json_patch(&api, "c1", Target::Status, &doc)
         .await
         .expect("patch status");
 
@@ -109,7 +111,9 @@ async fn status_put_carries_the_resource_version_and_can_conflict() {
 async fn a_missing_object_is_not_found_and_not_requeued() {
     let (_server, api, _) = setup().await;
     let doc = json!([{"op": "replace", "path": "/metadata/finalizers", "value": []}]);
-    let err = write::patch_main(&api, "nope", &doc).await.unwrap_err();
+    let err = write::json_patch(&api, "nope", Target::Main, &doc)
+        .await
+        .unwrap_err();
     assert!(err.is_not_found() && !err.should_requeue(), "{err}");
     assert_eq!(err.metric_label(), "not_found");
 }
@@ -119,7 +123,9 @@ async fn a_rejected_patch_is_an_error_that_requeues() {
     let (_server, api, _) = setup().await;
     // Removing an annotation the live object lacks is rejected by the server.
     let doc = json!([{"op": "remove", "path": "/metadata/annotations/missing"}]);
-    let err = write::patch_main(&api, "c1", &doc).await.unwrap_err();
+    let err = write::json_patch(&api, "c1", Target::Main, &doc)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, WriteError::Rejected { .. }) && err.should_requeue(),
         "{err}"
@@ -133,12 +139,14 @@ async fn server_errors_are_classified_and_retryable() {
         .faults()
         .fail_next("PATCH", "volumesnapshotcontents", "", 500, 1);
     let doc = json!([{"op": "replace", "path": "/metadata/finalizers", "value": ["f1"]}]);
-    let err = write::patch_main(&api, "c1", &doc).await.unwrap_err();
+    let err = write::json_patch(&api, "c1", Target::Main, &doc)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, WriteError::Rejected { code: 500, .. }) && err.should_requeue(),
         "{err}"
     );
-    let ok = write::patch_main(&api, "c1", &doc)
+    let ok = write::json_patch(&api, "c1", Target::Main, &doc)
         .await
         .expect("second try");
     assert_eq!(ok.metadata.finalizers, Some(vec!["f1".to_string()]));
@@ -148,7 +156,7 @@ async fn server_errors_are_classified_and_retryable() {
 async fn a_document_that_is_not_a_json_patch_is_refused_locally() {
     let (server, api, _) = setup().await;
     let before = server.request_count("*", "*");
-    let err = write::patch_main(&api, "c1", &json!({"metadata": {}}))
+    let err = write::json_patch(&api, "c1", Target::Main, &json!({"metadata": {}}))
         .await
         .unwrap_err();
     assert!(

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use csi_snapshotter::controller::content::{ContentController, ContentControllerOptions};
+use csi_snapshotter::controller::content::ContentController;
+use csi_snapshotter::controller::pipeline::ControllerOptions;
 use csi_snapshotter::controller::queue::Backoff;
 use csi_snapshotter::csi::client::{ConnectOptions, CsiConnection};
 use csi_snapshotter::csi::connection::LossHandler;
@@ -103,7 +104,7 @@ async fn replica_main(
     }
     leading.store(true, Ordering::SeqCst);
     let (events, _writer) = EventRecorder::start(client.clone(), format!("csi-snapshotter {name}"));
-    let options = ContentControllerOptions {
+    let options = ControllerOptions {
         config: ReconcileConfig::new(name),
         workers: 2,
         backoff: Backoff {

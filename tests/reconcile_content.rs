@@ -10,7 +10,7 @@ use csi_snapshotter::k8s::types::{
     VolumeSnapshotClass, VolumeSnapshotContent, VolumeSnapshotContentStatus, VolumeSnapshotError,
 };
 use csi_snapshotter::reconcile::content::{
-    CsiDelete, PollMethod, Step, create_stage_failure, decide, on_create_error, poll_failure,
+    CsiDelete, PollMethod, Step, decide, on_create_error, poll_failure,
 };
 use csi_snapshotter::reconcile::filter::{Freshness, VersionStore};
 use csi_snapshotter::reconcile::messages::{
@@ -290,8 +290,8 @@ fn h05_secret_get_failure_reports_credentials() {
     let Step::Create(plan) = decide(&c, Some(&class(&[])), &caps(), &cfg()) else {
         panic!("expected a create");
     };
-    let f = create_stage_failure(
-        &plan,
+    let f = (messages::SNAPSHOT_TEXTS.failure)(
+        plan.attempt,
         messages::create_input_error(
             c.name(),
             messages::credentials_error(c.name(), "secrets \"missing\" not found"),

@@ -5,24 +5,20 @@
 //!
 //! [`reconcile::content::decide`]: crate::reconcile::content::decide
 
-use jiff::Timestamp;
-
-use crate::controller::pipeline::{
-    ControllerOptions, Kind, Pipeline, Running, StatusWrite, StepOf, require_handle,
-};
-use crate::csi::driver::{CreateSnapshotArgs, DriverCapabilities, Secrets, SnapshotDriver};
+use crate::controller::pipeline::{Call, Kind, Pipeline, StatusWrite, require_handle};
+use crate::csi::driver::{CreateSnapshotArgs, DriverCapabilities, SnapshotDriver};
 use crate::csi::error::CsiError;
-use crate::k8s::keys;
-use crate::k8s::types::{Lenient, VolumeSnapshotClass, VolumeSnapshotContent};
-use crate::reconcile::ReconcileConfig;
+use crate::k8s::types::{
+    Lenient, VolumeSnapshotClass, VolumeSnapshotContent, VolumeSnapshotContentStatus,
+};
 use crate::reconcile::content::{
-    CreatePlan, CsiDelete, PollMethod, PollPlan, create_stage_failure, decide, on_create_error,
-    poll_failure,
+    CreatePlan, CsiDelete, PollMethod, PollPlan, Step, decide, on_create_error, poll_failure,
 };
 use crate::reconcile::filter::{is_driver_match, should_enqueue_content_change};
-use crate::reconcile::messages::{self, DeleteStage, Failure, Warning};
-use crate::reconcile::patch::{self, JsonPatch};
-use crate::reconcile::status::{SnapshotObservation, merge_snapshot_status, snapshot_error_patch};
+use crate::reconcile::messages::{self, Failure, KindTexts};
+use crate::reconcile::patch;
+use crate::reconcile::status::SnapshotObservation;
+use crate::reconcile::{CreateErrorOutcome, ReconcileConfig};
 
 /// The name of the VSC work queue (the `name` label of workqueue metrics).
 pub const QUEUE_NAME: &str = "csi-snapshotter-content";
@@ -34,10 +30,6 @@ pub struct Contents;
 
 /// The VSC executor.
 pub type ContentController<D> = Pipeline<Contents, D>;
-/// A started VSC controller.
-pub type RunningContentController<D> = Running<Contents, D>;
-/// How to run the VSC controller.
-pub type ContentControllerOptions = ControllerOptions;
 
 /// The intake predicate for VSC updates on the lenient cache type (spec C.1):
 /// malformed objects are always enqueued so their state gets logged.
@@ -53,20 +45,11 @@ pub fn should_enqueue_update(
 
 impl Kind for Contents {
     type Object = VolumeSnapshotContent;
-    type Class = VolumeSnapshotClass;
-    type Status = crate::k8s::types::VolumeSnapshotContentStatus;
-    type CreatePlan = CreatePlan;
-    type PollPlan = PollPlan;
-    type CsiDelete = CsiDelete;
-    type Observation = SnapshotObservation;
+    type Step = Step;
 
     const QUEUE_NAME: &'static str = QUEUE_NAME;
-    const CONTROLLER: &'static str = "Snapshot content controller";
-    // Classes are never filtered (spec B.5).
-    const CLASSES_SELECTED: bool = false;
-    const BEING_CREATED: &'static str = keys::ANN_VS_BEING_CREATED;
-    const BEING_CREATED_NAME: &'static str = "VolumeSnapshotBeingCreated";
-    const FINALIZER: &'static str = keys::FINALIZER_VSC;
+    const TEXTS: KindTexts = messages::SNAPSHOT_TEXTS;
+    // Classes are never filtered (spec B.5): the default.
 
     fn should_enqueue_update(
         old: &Lenient<VolumeSnapshotContent>,
@@ -89,30 +72,15 @@ impl Kind for Contents {
         class: Option<&VolumeSnapshotClass>,
         caps: &DriverCapabilities,
         cfg: &ReconcileConfig,
-    ) -> StepOf<Self> {
+    ) -> Step {
         decide(obj, class, caps, cfg)
     }
 
-    fn error_patch(
-        obj: &VolumeSnapshotContent,
-        message: &str,
-        now: Timestamp,
-    ) -> Option<JsonPatch> {
-        snapshot_error_patch(obj.status.as_ref(), message, now)
-    }
-
-    fn merge(
-        obj: &VolumeSnapshotContent,
-        obs: &SnapshotObservation,
-        now: Timestamp,
-    ) -> Option<Self::Status> {
-        merge_snapshot_status(obj.status.as_ref(), obs, now)
-    }
-
+    /// A JSON Patch conditional on the base's resourceVersion.
     fn status_write(
         base: &VolumeSnapshotContent,
-        status: Self::Status,
-    ) -> StatusWrite<Self::Object> {
+        status: VolumeSnapshotContentStatus,
+    ) -> StatusWrite<VolumeSnapshotContent> {
         let rv = base
             .metadata
             .resource_version
@@ -121,30 +89,19 @@ impl Kind for Contents {
         StatusWrite::Patch(patch::at_version(rv, patch::set_status(&status)))
     }
 
-    fn create_failure(plan: &CreatePlan, inner: String) -> Failure {
-        create_stage_failure(plan, inner)
-    }
-
-    fn create_input_error(name: &str, inner: String) -> String {
-        messages::create_input_error(name, inner)
-    }
-
-    fn on_create_error(plan: &CreatePlan, err: &CsiError) -> (Option<JsonPatch>, Failure) {
-        let outcome = on_create_error(plan, err);
-        (outcome.remove_being_created, outcome.failure)
+    fn on_create_error(plan: &CreatePlan, err: &CsiError) -> CreateErrorOutcome {
+        on_create_error(plan, err)
     }
 
     async fn create<D: SnapshotDriver>(
-        driver: &D,
-        plan: &CreatePlan,
-        secrets: Secrets,
-        name: &str,
+        call: Call<'_, D, CreatePlan>,
     ) -> Result<SnapshotObservation, CsiError> {
+        let (plan, name) = (call.plan, call.name);
         let args = CreateSnapshotArgs {
             name: plan.name.clone(),
             source_volume_id: plan.source_volume_id.clone(),
             parameters: plan.parameters.clone(),
-            secrets,
+            secrets: call.secrets,
         };
         tracing::debug!(
             content = name,
@@ -152,7 +109,7 @@ impl Kind for Contents {
             volume = plan.source_volume_id.as_str(),
             "CreateSnapshot"
         );
-        let info = driver.create_snapshot(args).await?;
+        let info = call.driver.create_snapshot(args).await?;
         require_handle(&info.snapshot_id, "CreateSnapshot", "snapshot_id")?;
         tracing::info!(
             content = name,
@@ -167,22 +124,22 @@ impl Kind for Contents {
         poll_failure(obj, plan, inner)
     }
 
+    /// ListSnapshots, GetSnapshot, or no call at all (`Trust`).
     async fn poll<D: SnapshotDriver>(
-        driver: &D,
-        plan: &PollPlan,
-        secrets: &Secrets,
-        _name: &str,
+        call: Call<'_, D, PollPlan>,
     ) -> Result<SnapshotObservation, String> {
+        let (plan, secrets) = (call.plan, &call.secrets);
         let id = plan.snapshot_id.as_str();
         let handle = &plan.status_handle;
         match plan.method {
             PollMethod::Trust => Ok(SnapshotObservation::trusted(handle)),
-            PollMethod::ListSnapshots => match driver.list_snapshot(id, secrets).await {
+            PollMethod::ListSnapshots => match call.driver.list_snapshot(id, secrets).await {
                 Ok(Some(info)) => Ok(SnapshotObservation::from_poll(handle, &info)),
                 Ok(None) => Err(messages::snapshot_not_found(id)),
                 Err(e) => Err(e.to_string()),
             },
-            PollMethod::GetSnapshot => driver
+            PollMethod::GetSnapshot => call
+                .driver
                 .get_snapshot(id, secrets)
                 .await
                 .map(|info| SnapshotObservation::from_poll(handle, &info))
@@ -190,18 +147,9 @@ impl Kind for Contents {
         }
     }
 
-    fn delete_warning(stage: DeleteStage) -> Warning {
-        messages::snapshot_delete_warning(stage)
-    }
-
-    async fn delete<D: SnapshotDriver>(
-        driver: &D,
-        del: &CsiDelete,
-        secrets: &Secrets,
-        name: &str,
-    ) -> Result<(), CsiError> {
-        let handle = del.snapshot_id.as_str();
-        match driver.delete_snapshot(handle, secrets).await {
+    async fn delete<D: SnapshotDriver>(call: Call<'_, D, CsiDelete>) -> Result<(), CsiError> {
+        let (handle, name) = (call.plan.snapshot_id.as_str(), call.name);
+        match call.driver.delete_snapshot(handle, &call.secrets).await {
             Ok(()) => tracing::info!(content = name, handle, "Snapshot deleted"),
             Err(e) => {
                 tracing::error!(content = name, handle, error = %e, "DeleteSnapshot failed");

@@ -13,26 +13,20 @@
 //! same create on restart (idempotent by name: no duplicate) and a deletion
 //! cannot overtake a create that may have reached the backend (no leak).
 
-use jiff::Timestamp;
-
-use crate::controller::pipeline::{
-    ControllerOptions, Kind, Pipeline, Running, StatusWrite, StepOf, require_handle,
-};
-use crate::csi::driver::{CreateGroupSnapshotArgs, DriverCapabilities, Secrets, SnapshotDriver};
+use crate::controller::pipeline::{Call, Kind, Pipeline, StatusWrite, require_handle};
+use crate::csi::driver::{CreateGroupSnapshotArgs, DriverCapabilities, SnapshotDriver};
 use crate::csi::error::CsiError;
-use crate::k8s::keys;
 use crate::k8s::types::{
     Lenient, VolumeGroupSnapshotClass, VolumeGroupSnapshotContent, VolumeGroupSnapshotContentStatus,
 };
 use crate::k8s::watch::Cache;
-use crate::reconcile::ReconcileConfig;
 use crate::reconcile::group::{
-    GroupCreatePlan, GroupCsiDelete, GroupPollPlan, decide_group, group_create_stage_failure,
-    group_poll_failure, on_group_create_error,
+    GroupCreatePlan, GroupCsiDelete, GroupPollPlan, GroupStep, decide_group, group_poll_failure,
+    on_group_create_error,
 };
-use crate::reconcile::messages::{self, DeleteStage, Failure, Warning};
-use crate::reconcile::patch::JsonPatch;
-use crate::reconcile::status::{GroupObservation, group_error_patch, merge_group_status};
+use crate::reconcile::messages::{self, Failure, KindTexts};
+use crate::reconcile::status::GroupObservation;
+use crate::reconcile::{CreateErrorOutcome, ReconcileConfig};
 
 /// The name of the VGSC work queue (the `name` label of workqueue metrics).
 pub const QUEUE_NAME: &str = "csi-snapshotter-groupsnapshotcontent";
@@ -44,10 +38,6 @@ pub struct GroupContents;
 
 /// The VGSC executor.
 pub type GroupController<D> = Pipeline<GroupContents, D>;
-/// A started group controller.
-pub type RunningGroupController<D> = Running<GroupContents, D>;
-/// How to run the group controller.
-pub type GroupControllerOptions = ControllerOptions;
 /// The cache type of the VGSC informer.
 pub type ContentCache = Cache<Lenient<VolumeGroupSnapshotContent>>;
 /// The cache type of the VGSClass informer.
@@ -55,94 +45,58 @@ pub type ClassCache = Cache<Lenient<VolumeGroupSnapshotClass>>;
 
 impl Kind for GroupContents {
     type Object = VolumeGroupSnapshotContent;
-    type Class = VolumeGroupSnapshotClass;
-    type Status = VolumeGroupSnapshotContentStatus;
-    type CreatePlan = GroupCreatePlan;
-    type PollPlan = GroupPollPlan;
-    type CsiDelete = GroupCsiDelete;
-    type Observation = GroupObservation;
+    type Step = GroupStep;
 
     const QUEUE_NAME: &'static str = QUEUE_NAME;
-    const CONTROLLER: &'static str = "Group snapshot content controller";
+    const TEXTS: KindTexts = messages::GROUP_TEXTS;
     // Upstream quirk kept: with `--node-deployment` only labelled classes
     // are visible (spec B.5).
     const CLASSES_SELECTED: bool = true;
-    const BEING_CREATED: &'static str = keys::ANN_VGS_BEING_CREATED;
-    const BEING_CREATED_NAME: &'static str = "VolumeGroupSnapshotBeingCreated";
-    const FINALIZER: &'static str = keys::FINALIZER_VGSC;
 
-    /// Every update is enqueued (spec D.1).
-    fn should_enqueue_update(
-        _: &Lenient<VolumeGroupSnapshotContent>,
-        _: &Lenient<VolumeGroupSnapshotContent>,
-    ) -> bool {
-        true
-    }
-
-    /// Every VGSC is seeded and checked, of any driver (spec D.1); the
-    /// driver filter is in [`decide_group`].
-    fn tracks(
-        _: &VolumeGroupSnapshotContent,
-        _: Option<&VolumeGroupSnapshotClass>,
-        _: &str,
-    ) -> bool {
-        true
-    }
+    // Every update is enqueued, and every VGSC is seeded and checked, of any
+    // driver (spec D.1; the defaults): the driver filter is in
+    // [`decide_group`].
 
     fn decide(
         obj: &VolumeGroupSnapshotContent,
         class: Option<&VolumeGroupSnapshotClass>,
         _: &DriverCapabilities,
         cfg: &ReconcileConfig,
-    ) -> StepOf<Self> {
+    ) -> GroupStep {
         decide_group(obj, class, cfg)
     }
 
-    fn error_patch(obj: &Self::Object, message: &str, now: Timestamp) -> Option<JsonPatch> {
-        group_error_patch(obj.status.as_ref(), message, now)
-    }
-
-    fn merge(obj: &Self::Object, obs: &GroupObservation, now: Timestamp) -> Option<Self::Status> {
-        merge_group_status(obj.status.as_ref(), obs, now)
-    }
-
-    fn status_write(base: &Self::Object, status: Self::Status) -> StatusWrite<Self::Object> {
+    /// A PUT of the whole object (UpdateStatus, as upstream).
+    fn status_write(
+        base: &VolumeGroupSnapshotContent,
+        status: VolumeGroupSnapshotContentStatus,
+    ) -> StatusWrite<VolumeGroupSnapshotContent> {
         let mut obj = base.clone();
         obj.status = Some(status);
         StatusWrite::Replace(obj)
     }
 
-    fn create_failure(plan: &GroupCreatePlan, inner: String) -> Failure {
-        group_create_stage_failure(plan, inner)
-    }
-
-    fn create_input_error(name: &str, inner: String) -> String {
-        messages::group_create_input_error(name, inner)
-    }
-
-    fn on_create_error(plan: &GroupCreatePlan, err: &CsiError) -> (Option<JsonPatch>, Failure) {
-        let outcome = on_group_create_error(plan, err);
-        (outcome.remove_being_created, outcome.failure)
+    fn on_create_error(plan: &GroupCreatePlan, err: &CsiError) -> CreateErrorOutcome {
+        on_group_create_error(plan, err)
     }
 
     async fn create<D: SnapshotDriver>(
-        driver: &D,
-        plan: &GroupCreatePlan,
-        secrets: Secrets,
-        name: &str,
+        call: Call<'_, D, GroupCreatePlan>,
     ) -> Result<GroupObservation, CsiError> {
+        let plan = call.plan;
         tracing::debug!(
-            group_content = name,
+            group_content = call.name,
             group_snapshot = plan.name.as_str(),
             volumes = ?plan.source_volume_ids,
             "CreateVolumeGroupSnapshot"
         );
-        let reply = driver
+        let reply = call
+            .driver
             .create_group_snapshot(CreateGroupSnapshotArgs {
                 name: plan.name.clone(),
                 source_volume_ids: plan.source_volume_ids.clone(),
                 parameters: plan.parameters.clone(),
-                secrets,
+                secrets: call.secrets,
             })
             .await
             .and_then(|info| {
@@ -154,10 +108,10 @@ impl Kind for GroupContents {
                 .map(|()| info)
             });
         let info = reply.inspect_err(|err| {
-            tracing::warn!(group_content = name, error = %err, final_error = err.is_final(), "CreateVolumeGroupSnapshot failed");
+            tracing::warn!(group_content = call.name, error = %err, final_error = err.is_final(), "CreateVolumeGroupSnapshot failed");
         })?;
         tracing::info!(
-            group_content = name,
+            group_content = call.name,
             handle = info.group_snapshot_id.as_str(),
             members = info.snapshots.len(),
             ready = info.ready_to_use,
@@ -166,47 +120,39 @@ impl Kind for GroupContents {
         Ok(GroupObservation::from_create(&info))
     }
 
-    fn poll_failure(obj: &Self::Object, _: &GroupPollPlan, inner: String) -> Failure {
+    fn poll_failure(obj: &VolumeGroupSnapshotContent, _: &GroupPollPlan, inner: String) -> Failure {
         group_poll_failure(obj, inner)
     }
 
+    /// GetVolumeGroupSnapshot.
     async fn poll<D: SnapshotDriver>(
-        driver: &D,
-        plan: &GroupPollPlan,
-        secrets: &Secrets,
-        name: &str,
+        call: Call<'_, D, GroupPollPlan>,
     ) -> Result<GroupObservation, String> {
+        let plan = call.plan;
         let handle = plan.group_snapshot_id.as_str();
-        match driver
-            .get_group_snapshot(handle, &plan.snapshot_ids, secrets)
-            .await
-        {
+        let reply = call
+            .driver
+            .get_group_snapshot(handle, &plan.snapshot_ids, &call.secrets);
+        match reply.await {
             Ok(info) => Ok(GroupObservation::from_get(&plan.status_handle, &info)),
             Err(e) => {
-                tracing::warn!(group_content = name, handle, error = %e, "GetVolumeGroupSnapshot failed");
+                tracing::warn!(group_content = call.name, handle, error = %e, "GetVolumeGroupSnapshot failed");
                 Err(e.to_string())
             }
         }
     }
 
-    fn delete_warning(stage: DeleteStage) -> Warning {
-        messages::group_delete_warning(stage)
-    }
-
-    async fn delete<D: SnapshotDriver>(
-        driver: &D,
-        del: &GroupCsiDelete,
-        secrets: &Secrets,
-        name: &str,
-    ) -> Result<(), CsiError> {
+    async fn delete<D: SnapshotDriver>(call: Call<'_, D, GroupCsiDelete>) -> Result<(), CsiError> {
+        let del = call.plan;
         let handle = del.group_snapshot_id.as_str();
-        let result = driver
-            .delete_group_snapshot(handle, &del.snapshot_ids, secrets)
+        let result = call
+            .driver
+            .delete_group_snapshot(handle, &del.snapshot_ids, &call.secrets)
             .await;
         if let Err(e) = &result {
-            tracing::error!(group_content = name, handle, error = %e, "DeleteVolumeGroupSnapshot failed");
+            tracing::error!(group_content = call.name, handle, error = %e, "DeleteVolumeGroupSnapshot failed");
         } else {
-            tracing::info!(group_content = name, handle, "Group snapshot deleted");
+            tracing::info!(group_content = call.name, handle, "Group snapshot deleted");
         }
         result
     }

@@ -36,13 +36,16 @@ use crate::csi::error::CsiError;
 use crate::k8s::event::EventRecorder;
 use crate::k8s::types::{ContentObject, Lenient, annotation};
 use crate::k8s::watch::{Cache, Informer, Notification, WatchOptions, make_lean};
-use crate::k8s::write::{self, WriteError};
+use crate::k8s::write::{self, Target, WriteError};
 use crate::reconcile::filter::{Freshness, VersionStore};
+use crate::reconcile::messages::KindTexts;
 use crate::reconcile::messages::{self, DeleteStage, Failure, Warning};
 use crate::reconcile::patch::{self, JsonPatch};
 use crate::reconcile::secrets::SecretRef;
+use crate::reconcile::status::{MergeStatus, content_error_patch};
 use crate::reconcile::{
-    CreateMark, Decision, DeletePlanOf, PlanSecret, ReconcileConfig, requeue_after_success,
+    CreateErrorOutcome, CreateMark, Decision, DeletePlanOf, PlanSecret, ReconcileConfig, Steps,
+    requeue_after_success,
 };
 
 /// The bounds of an object the pipeline watches and writes.
@@ -56,8 +59,7 @@ pub trait Plain: Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 's
 impl<T: Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static> Plain for T {}
 
 /// The decision a kind's `decide` returns.
-pub type StepOf<K> =
-    Decision<<K as Kind>::CreatePlan, <K as Kind>::PollPlan, <K as Kind>::CsiDelete>;
+pub type StepOf<K> = Decision<CreateOf<K>, PollOf<K>, DeleteOf<K>>;
 
 /// How a kind writes a new status.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,91 +71,83 @@ pub enum StatusWrite<O> {
 }
 
 /// What differs between the kinds the pipeline runs. Everything here is
-/// pure except the three RPC calls, which only talk to the driver.
+/// pure except the three RPC calls, which only talk to the driver. What the
+/// object type itself knows (class, status, annotation, status merge) comes
+/// from [`ContentObject`] and [`MergeStatus`].
 pub trait Kind: Debug + Send + Sync + 'static {
     /// The watched object (a content).
-    type Object: Object + ContentObject;
-    /// Its class.
-    type Class: Object;
-    /// Its status.
-    type Status: Send + Sync;
-    /// What the create step needs.
-    type CreatePlan: CreateMark + Send + Sync;
-    /// What the poll step needs.
-    type PollPlan: PlanSecret + Send + Sync;
-    /// What the CSI delete needs.
-    type CsiDelete: PlanSecret + Send + Sync;
-    /// What a create or poll reply says, ready to merge into the status.
-    type Observation: Send + Sync;
+    type Object: Object + MergeStatus;
+    /// What `decide` returns: a [`Decision`] over the kind's plans.
+    type Step: Steps;
 
     /// The work queue's name (the `name` label of the workqueue metrics).
     const QUEUE_NAME: &'static str;
-    /// How logs name the controller (`… started`).
-    const CONTROLLER: &'static str;
+    /// The failure, input-error and delete-warning texts of the kind.
+    const TEXTS: KindTexts;
     /// Whether the class informer carries the `--node-deployment` label
     /// selector too (spec B.5).
-    const CLASSES_SELECTED: bool;
-    /// The being-created annotation.
-    const BEING_CREATED: &'static str;
-    /// How error texts name that annotation.
-    const BEING_CREATED_NAME: &'static str;
-    /// The finalizer the delete removes.
-    const FINALIZER: &'static str;
+    const CLASSES_SELECTED: bool = false;
 
     /// Whether a watch update is enqueued (adds and deletes always are).
-    fn should_enqueue_update(old: &Lenient<Self::Object>, new: &Lenient<Self::Object>) -> bool;
+    fn should_enqueue_update(_: &Lenient<Self::Object>, _: &Lenient<Self::Object>) -> bool {
+        true
+    }
     /// Whether the version store tracks the object (seeded and checked).
-    fn tracks(obj: &Self::Object, class: Option<&Self::Class>, driver: &str) -> bool;
+    fn tracks(_: &Self::Object, _: Option<&ClassOf<Self>>, _: &str) -> bool {
+        true
+    }
     /// The pure decision (`reconcile`).
     fn decide(
         obj: &Self::Object,
-        class: Option<&Self::Class>,
+        class: Option<&ClassOf<Self>>,
         caps: &DriverCapabilities,
         cfg: &ReconcileConfig,
     ) -> StepOf<Self>;
-
-    /// The error status patch, `None` when the same error is recorded.
-    fn error_patch(obj: &Self::Object, message: &str, now: Timestamp) -> Option<JsonPatch>;
-    /// The status with `obs` merged in, `None` when unchanged.
-    fn merge(obj: &Self::Object, obs: &Self::Observation, now: Timestamp) -> Option<Self::Status>;
     /// The request that writes `status` over `base`.
-    fn status_write(base: &Self::Object, status: Self::Status) -> StatusWrite<Self::Object>;
-
-    /// The failure for an error in a stage of the create.
-    fn create_failure(plan: &Self::CreatePlan, inner: String) -> Failure;
-    /// The text of a create input error.
-    fn create_input_error(name: &str, inner: String) -> String;
-    /// What to do after the create RPC failed: the annotation removal (a
-    /// final error) and the failure.
-    fn on_create_error(plan: &Self::CreatePlan, err: &CsiError) -> (Option<JsonPatch>, Failure);
-    /// The create RPC for the object `name`.
+    fn status_write(base: &Self::Object, status: StatusOf<Self>) -> StatusWrite<Self::Object>;
+    /// What to do after the create RPC failed.
+    fn on_create_error(plan: &CreateOf<Self>, err: &CsiError) -> CreateErrorOutcome;
+    /// The create RPC.
     fn create<D: SnapshotDriver>(
-        driver: &D,
-        plan: &Self::CreatePlan,
-        secrets: Secrets,
-        name: &str,
-    ) -> impl Future<Output = Result<Self::Observation, CsiError>> + Send;
-
+        call: Call<'_, D, CreateOf<Self>>,
+    ) -> impl Future<Output = Result<ObservationOf<Self>, CsiError>> + Send;
     /// The failure for a poll error.
-    fn poll_failure(obj: &Self::Object, plan: &Self::PollPlan, inner: String) -> Failure;
-    /// The poll RPC for the object `name`; the error is the failure's text.
+    fn poll_failure(obj: &Self::Object, plan: &PollOf<Self>, inner: String) -> Failure;
+    /// The poll RPC; the error is the failure's text.
     fn poll<D: SnapshotDriver>(
-        driver: &D,
-        plan: &Self::PollPlan,
-        secrets: &Secrets,
-        name: &str,
-    ) -> impl Future<Output = Result<Self::Observation, String>> + Send;
-
-    /// The warning of a failed delete stage.
-    fn delete_warning(stage: DeleteStage) -> Warning;
-    /// The delete RPC for the object `name`.
+        call: Call<'_, D, PollOf<Self>>,
+    ) -> impl Future<Output = Result<ObservationOf<Self>, String>> + Send;
+    /// The delete RPC.
     fn delete<D: SnapshotDriver>(
-        driver: &D,
-        del: &Self::CsiDelete,
-        secrets: &Secrets,
-        name: &str,
+        call: Call<'_, D, DeleteOf<Self>>,
     ) -> impl Future<Output = Result<(), CsiError>> + Send;
 }
+
+/// What a kind's RPC step is given.
+#[derive(Debug)]
+pub struct Call<'a, D, P> {
+    /// The driver.
+    pub driver: &'a D,
+    /// The step's plan.
+    pub plan: &'a P,
+    /// The credentials from the plan's secret.
+    pub secrets: Secrets,
+    /// The object's name, for logs.
+    pub name: &'a str,
+}
+
+/// The class of a kind's object.
+pub type ClassOf<K> = <<K as Kind>::Object as ContentObject>::Class;
+/// The status of a kind's object.
+pub type StatusOf<K> = <<K as Kind>::Object as ContentObject>::Status;
+/// What a kind's create or poll reply says.
+pub type ObservationOf<K> = <<K as Kind>::Object as MergeStatus>::Observation;
+/// A kind's create plan.
+pub type CreateOf<K> = <<K as Kind>::Step as Steps>::Create;
+/// A kind's poll plan.
+pub type PollOf<K> = <<K as Kind>::Step as Steps>::Poll;
+/// A kind's CSI delete.
+pub type DeleteOf<K> = <<K as Kind>::Step as Steps>::Delete;
 
 /// The executor of one kind; cheap to share behind an `Arc`.
 pub struct Pipeline<K: Kind, D> {
@@ -161,7 +155,7 @@ pub struct Pipeline<K: Kind, D> {
     core_client: kube::Client,
     api: Api<K::Object>,
     contents: Cache<Lenient<K::Object>>,
-    classes: Cache<Lenient<K::Class>>,
+    classes: Cache<Lenient<ClassOf<K>>>,
     events: EventRecorder,
     config: ReconcileConfig,
     /// Versions seen per object. Only replies to the sidecar's own writes
@@ -228,7 +222,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
         snapshot_client: kube::Client,
         core_client: kube::Client,
         contents: Cache<Lenient<K::Object>>,
-        classes: Cache<Lenient<K::Class>>,
+        classes: Cache<Lenient<ClassOf<K>>>,
         events: EventRecorder,
         config: ReconcileConfig,
     ) -> Self {
@@ -284,7 +278,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
 
     /// The cached class the object names. A class that does not decode
     /// counts as missing (logged), so the object reports a class error.
-    fn class_of(&self, obj: &K::Object) -> Option<Arc<K::Class>> {
+    fn class_of(&self, obj: &K::Object) -> Option<Arc<ClassOf<K>>> {
         let name = obj.class_name()?;
         match unwrap_lenient(self.classes.get(name)?) {
             Ok(class) => Some(Arc::new(class)),
@@ -385,7 +379,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
             Decision::Ignore | Decision::Done => Outcome::Forget,
             Decision::WaitForMember => Outcome::Requeue,
             Decision::RemoveBeingCreated { patch, requeue } => {
-                match self.patch_main(name_of(obj), &patch).await {
+                match self.patch(Target::Main, name_of(obj), &patch).await {
                     Ok(_) => requeue_if(requeue),
                     Err(e) => self.write_failed(name_of(obj), &e),
                 }
@@ -402,11 +396,11 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     /// event, even when the write failed (spec C.11, D.6); always a requeue.
     async fn fail(&self, obj: &K::Object, failure: &Failure) -> Outcome {
         let name = name_of(obj);
-        let Some(doc) = K::error_patch(obj, &failure.message, Timestamp::now()) else {
+        let Some(doc) = content_error_patch(obj, &failure.message, Timestamp::now()) else {
             tracing::debug!(content = name, "Same error already recorded");
             return Outcome::Requeue;
         };
-        if let Err(e) = self.patch_status(name, &doc).await {
+        if let Err(e) = self.patch(Target::Status, name, &doc).await {
             tracing::warn!(content = name, error = %e, "Failed to write the error status");
         }
         emit_warning(&self.events, obj, &failure.warning());
@@ -429,18 +423,21 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
 
     /// Dynamic creation (spec C.3, D.3); input errors already excluded by
     /// decide.
-    async fn create(&self, obj: &K::Object, plan: K::CreatePlan) -> Outcome {
+    async fn create(&self, obj: &K::Object, plan: CreateOf<K>) -> Outcome {
         let name = name_of(obj);
         let secrets = match self.secrets(plan.secret_ref()).await {
             Ok(s) => s,
             Err(e) => {
-                let inner = K::create_input_error(name, messages::credentials_error(name, e));
-                return self.fail(obj, &K::create_failure(&plan, inner)).await;
+                let inner =
+                    (K::TEXTS.create_input_error)(name, messages::credentials_error(name, e));
+                return self
+                    .fail(obj, &(K::TEXTS.failure)(plan.attempt(), inner))
+                    .await;
             }
         };
         let mut current = obj.clone();
         if let Some(mark) = plan.mark_in_flight() {
-            match self.patch_main(name, mark).await {
+            match self.patch(Target::Main, name, mark).await {
                 Ok(written) => current = written,
                 // The object changed since the copy the mark was made from
                 // (see `patch::add_annotation`): no RPC was sent, retry the
@@ -449,20 +446,26 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
                 Err(e) => {
                     let inner = format!(
                         "failed to add {} annotation on the content {name}: {e}",
-                        K::BEING_CREATED_NAME
+                        K::Object::BEING_CREATED_NAME
                     );
-                    return self.fail(obj, &K::create_failure(&plan, inner)).await;
+                    return self
+                        .fail(obj, &(K::TEXTS.failure)(plan.attempt(), inner))
+                        .await;
                 }
             }
         }
-        let observed = match K::create(&*self.driver, &plan, secrets, name).await {
+        let observed = match K::create(self.call(&plan, secrets, name)).await {
             Ok(observed) => observed,
             Err(err) => {
-                let (remove, mut failure) = K::on_create_error(&plan, &err);
-                if let Some(remove) = remove {
-                    match self.patch_main(name, &remove).await {
+                let outcome = K::on_create_error(&plan, &err);
+                let mut failure = outcome.failure;
+                if let Some(remove) = outcome.remove_being_created {
+                    match self.patch(Target::Main, name, &remove).await {
                         Ok(written) => current = written,
-                        Err(e) => failure = K::create_failure(&plan, removal_error::<K>(name, e)),
+                        Err(e) => {
+                            failure =
+                                (K::TEXTS.failure)(plan.attempt(), removal_error::<K>(name, e))
+                        }
                     }
                 }
                 return self.fail(&current, &failure).await;
@@ -477,15 +480,17 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
             Err(e) if e.is_conflict() => return self.write_failed(name, &e),
             Err(e) => {
                 let inner = messages::status_update_error(name, e);
-                return self.fail(&current, &K::create_failure(&plan, inner)).await;
+                return self
+                    .fail(&current, &(K::TEXTS.failure)(plan.attempt(), inner))
+                    .await;
             }
         }
-        if annotation(current.meta(), K::BEING_CREATED).is_some() {
-            let remove = patch::remove_annotation(K::BEING_CREATED);
-            match self.patch_main(name, &remove).await {
+        if annotation(current.meta(), K::Object::BEING_CREATED).is_some() {
+            let remove = patch::remove_annotation(K::Object::BEING_CREATED);
+            match self.patch(Target::Main, name, &remove).await {
                 Ok(written) => current = written,
                 Err(e) => {
-                    let failure = K::create_failure(&plan, removal_error::<K>(name, e));
+                    let failure = (K::TEXTS.failure)(plan.attempt(), removal_error::<K>(name, e));
                     return self.fail(&current, &failure).await;
                 }
             }
@@ -494,7 +499,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     }
 
     /// Status poll (spec C.5, D.4, or GetSnapshot for dynamic contents).
-    async fn poll(&self, obj: &K::Object, plan: K::PollPlan) -> Outcome {
+    async fn poll(&self, obj: &K::Object, plan: PollOf<K>) -> Outcome {
         let name = name_of(obj);
         let secrets = match self.secrets(plan.secret_ref()).await {
             Ok(s) => s,
@@ -503,7 +508,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
                 return self.fail(obj, &failure).await;
             }
         };
-        let observed = match K::poll(&*self.driver, &plan, &secrets, name).await {
+        let observed = match K::poll(self.call(&plan, secrets, name)).await {
             Ok(observed) => observed,
             Err(inner) => return self.fail(obj, &K::poll_failure(obj, &plan, inner)).await,
         };
@@ -524,7 +529,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     /// a delete repeated after a crash or after a refused finalizer removal
     /// is harmless. Within one process the delete is not repeated: the
     /// object is remembered until it leaves the cache.
-    async fn delete(&self, obj: &K::Object, plan: DeletePlanOf<K::CsiDelete>) -> Outcome {
+    async fn delete(&self, obj: &K::Object, plan: DeletePlanOf<DeleteOf<K>>) -> Outcome {
         let name = name_of(obj);
         if let Some(del) = plan.csi_delete
             && !self.was_deleted(obj)
@@ -533,19 +538,16 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(content = name, error = %e, "Failed to get snapshot credentials");
-                    return self.warn(obj, &K::delete_warning(DeleteStage::Credentials));
+                    return self.warn(obj, &(K::TEXTS.delete_warning)(DeleteStage::Credentials));
                 }
             };
-            if K::delete(&*self.driver, &del, &secrets, name)
-                .await
-                .is_err()
-            {
-                return self.warn(obj, &K::delete_warning(DeleteStage::Rpc));
+            if K::delete(self.call(&del, secrets, name)).await.is_err() {
+                return self.warn(obj, &(K::TEXTS.delete_warning)(DeleteStage::Rpc));
             }
             self.deleted().insert(name.to_owned(), uid_of(obj));
         }
         if let Some(doc) = plan.remove_finalizer {
-            if let Err(e) = self.patch_main(name, &doc).await {
+            if let Err(e) = self.patch(Target::Main, name, &doc).await {
                 return self.write_failed(name, &e);
             }
             tracing::info!(content = name, "Finalizer removed");
@@ -570,10 +572,10 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     async fn record(
         &self,
         base: &K::Object,
-        obs: &K::Observation,
+        obs: &ObservationOf<K>,
     ) -> Result<K::Object, WriteError> {
         let now = Timestamp::now();
-        self.write_status(base, &|obj: &K::Object| K::merge(obj, obs, now))
+        self.write_status(base, &|obj: &K::Object| obj.merge(obs, now))
             .await
     }
 
@@ -592,7 +594,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     async fn write_status(
         &self,
         base: &K::Object,
-        next: &(dyn Fn(&K::Object) -> Option<K::Status> + Send + Sync),
+        next: &(dyn Fn(&K::Object) -> Option<StatusOf<K>> + Send + Sync),
     ) -> Result<K::Object, WriteError> {
         let name = name_of(base);
         let Some(status) = next(base) else {
@@ -619,10 +621,10 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     async fn send_status(
         &self,
         base: &K::Object,
-        status: K::Status,
+        status: StatusOf<K>,
     ) -> Result<K::Object, WriteError> {
         match K::status_write(base, status) {
-            StatusWrite::Patch(doc) => self.patch_status(name_of(base), &doc).await,
+            StatusWrite::Patch(doc) => self.patch(Target::Status, name_of(base), &doc).await,
             StatusWrite::Replace(obj) => {
                 let written = write::replace_status(&self.api, &obj).await?;
                 self.remember(&written);
@@ -631,14 +633,13 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
         }
     }
 
-    async fn patch_main(&self, name: &str, doc: &JsonPatch) -> Result<K::Object, WriteError> {
-        let obj = write::patch_main(&self.api, name, &doc.to_value()).await?;
-        self.remember(&obj);
-        Ok(obj)
-    }
-
-    async fn patch_status(&self, name: &str, doc: &JsonPatch) -> Result<K::Object, WriteError> {
-        let obj = write::patch_status(&self.api, name, &doc.to_value()).await?;
+    async fn patch(
+        &self,
+        target: Target,
+        name: &str,
+        doc: &JsonPatch,
+    ) -> Result<K::Object, WriteError> {
+        let obj = write::json_patch(&self.api, name, target, &doc.to_value()).await?;
         self.remember(&obj);
         Ok(obj)
     }
@@ -653,6 +654,15 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
             .record_write(name_of(obj), &rv, &Some(Arc::new(kept)));
     }
 
+    fn call<'a, P>(&'a self, plan: &'a P, secrets: Secrets, name: &'a str) -> Call<'a, D, P> {
+        Call {
+            driver: &*self.driver,
+            plan,
+            secrets,
+            name,
+        }
+    }
+
     async fn secrets(&self, secret_ref: Option<&SecretRef>) -> Result<Secrets, SecretError> {
         fetch_secrets(&self.core_client, secret_ref).await
     }
@@ -662,7 +672,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
 fn removal_error<K: Kind>(name: &str, e: WriteError) -> String {
     format!(
         "failed to remove {} annotation from the content {name}: {e}",
-        K::BEING_CREATED_NAME
+        K::Object::BEING_CREATED_NAME
     )
 }
 
@@ -712,7 +722,7 @@ impl<K: Kind, D: SnapshotDriver> Running<K, D> {
         self.queue.shutdown();
         for w in self.workers {
             if let Err(e) = w.await {
-                tracing::error!(error = %e, "{} worker failed", K::CONTROLLER);
+                tracing::error!(error = %e, "{} worker failed", K::TEXTS.controller);
             }
         }
         for i in self.informers {
@@ -755,7 +765,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
             resync_period: options.watch.resync_period,
         };
         let class_informer =
-            Informer::<Lenient<K::Class>>::new(Api::all(snapshot_client.clone()), class_watch);
+            Informer::<Lenient<ClassOf<K>>>::new(Api::all(snapshot_client.clone()), class_watch);
         let contents = object_informer.cache();
         let classes = class_informer.cache();
         let informers = vec![
@@ -764,7 +774,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
             ),
             // Class events enqueue nothing: a key is decided with the class as
             // cached when it runs (upstream has no class handler either).
-            tokio::spawn(class_informer.run(|_: Notification<Lenient<K::Class>>| {})),
+            tokio::spawn(class_informer.run(|_: Notification<Lenient<ClassOf<K>>>| {})),
         ];
         let synced = async {
             contents.wait_synced().await;
@@ -773,7 +783,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
         tokio::select! {
             () = synced => {}
             () = stop.cancelled() => {
-                tracing::error!("{} caches did not sync before shutdown; not starting its workers", K::CONTROLLER);
+                tracing::error!("{} caches did not sync before shutdown; not starting its workers", K::TEXTS.controller);
                 queue.shutdown();
                 for i in informers {
                     i.abort();
@@ -795,7 +805,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
         tracing::info!(
             workers = options.workers.max(1),
             "{} started",
-            K::CONTROLLER
+            K::TEXTS.controller
         );
         Some(Running {
             controller,

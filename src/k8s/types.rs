@@ -130,28 +130,6 @@ pub struct VolumeSnapshotError {
 }
 
 // ---------------------------------------------------------------------------
-// VolumeSnapshotClass
-// ---------------------------------------------------------------------------
-
-/// A `VolumeSnapshotClass` (cluster-scoped; fields at the top level).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VolumeSnapshotClass {
-    /// Standard object metadata (decoded without `managedFields`).
-    #[serde(default, deserialize_with = "lean::meta")]
-    pub metadata: ObjectMeta,
-    /// CSI driver name.
-    #[serde(default)]
-    pub driver: String,
-    /// `Delete` or `Retain`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deletion_policy: Option<String>,
-    /// Opaque parameters (reserved `csi.storage.k8s.io/` keys included).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<BTreeMap<String, String>>,
-}
-
-// ---------------------------------------------------------------------------
 // VolumeGroupSnapshotContent
 // ---------------------------------------------------------------------------
 
@@ -258,25 +236,52 @@ pub struct VolumeSnapshotInfo {
 }
 
 // ---------------------------------------------------------------------------
-// VolumeGroupSnapshotClass
+// The classes
 // ---------------------------------------------------------------------------
 
-/// A `VolumeGroupSnapshotClass` (cluster-scoped; fields at the top level).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VolumeGroupSnapshotClass {
-    /// Standard object metadata (decoded without `managedFields`).
-    #[serde(default, deserialize_with = "lean::meta")]
-    pub metadata: ObjectMeta,
-    /// CSI driver name.
-    #[serde(default)]
-    pub driver: String,
-    /// `Delete` or `Retain`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deletion_policy: Option<String>,
-    /// Opaque parameters (reserved `csi.storage.k8s.io/` keys included).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<BTreeMap<String, String>>,
+/// A class (cluster-scoped; fields at the top level, the same for both
+/// kinds) and its `Serialize`: `apiVersion`, `kind`, then its fields.
+macro_rules! snapshot_class {
+    ($($(#[$doc:meta])* $ty:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $ty {
+            /// Standard object metadata (decoded without `managedFields`).
+            #[serde(default, deserialize_with = "lean::meta")]
+            pub metadata: ObjectMeta,
+            /// CSI driver name.
+            #[serde(default)]
+            pub driver: String,
+            /// `Delete` or `Retain`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub deletion_policy: Option<String>,
+            /// Opaque parameters (reserved `csi.storage.k8s.io/` keys included).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub parameters: Option<BTreeMap<String, String>>,
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = begin_object::<S, Self>(serializer, &self.metadata)?;
+                map.serialize_entry("driver", &self.driver)?;
+                if let Some(p) = &self.deletion_policy {
+                    map.serialize_entry("deletionPolicy", p)?;
+                }
+                if let Some(p) = &self.parameters {
+                    map.serialize_entry("parameters", p)?;
+                }
+                map.end()
+            }
+        }
+    )*};
+}
+
+snapshot_class! {
+    /// A `VolumeSnapshotClass`.
+    VolumeSnapshotClass;
+    /// A `VolumeGroupSnapshotClass`.
+    VolumeGroupSnapshotClass;
 }
 
 // ---------------------------------------------------------------------------
@@ -358,43 +363,6 @@ fn begin_object<S: Serializer, K: Resource<DynamicType = ()>>(
     Ok(map)
 }
 
-fn serialize_class<S: Serializer, K: Resource<DynamicType = ()>>(
-    serializer: S,
-    meta: &ObjectMeta,
-    driver: &str,
-    deletion_policy: &Option<String>,
-    parameters: &Option<BTreeMap<String, String>>,
-) -> Result<S::Ok, S::Error> {
-    let mut map = begin_object::<S, K>(serializer, meta)?;
-    map.serialize_entry("driver", driver)?;
-    if let Some(p) = deletion_policy {
-        map.serialize_entry("deletionPolicy", p)?;
-    }
-    if let Some(p) = parameters {
-        map.serialize_entry("parameters", p)?;
-    }
-    map.end()
-}
-
-/// `Serialize` for a class: `apiVersion`, `kind`, then its fields.
-macro_rules! class_serialize {
-    ($($ty:ty),*) => {$(
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serialize_class::<S, Self>(
-                    serializer,
-                    &self.metadata,
-                    &self.driver,
-                    &self.deletion_policy,
-                    &self.parameters,
-                )
-            }
-        }
-    )*};
-}
-
-class_serialize!(VolumeSnapshotClass, VolumeGroupSnapshotClass);
-
 // ---------------------------------------------------------------------------
 // Accessors used by the decision layer
 // ---------------------------------------------------------------------------
@@ -416,6 +384,24 @@ pub fn has_finalizer(meta: &ObjectMeta, finalizer: &str) -> bool {
 
 /// What the code that serves both content kinds reads of either.
 pub trait ContentObject: Resource {
+    /// The class kind the spec names.
+    type Class: Resource<DynamicType = (), Scope = ClusterResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static;
+    /// The status type.
+    type Status: Serialize + Send + Sync;
+    /// The being-created annotation of the kind.
+    const BEING_CREATED: &'static str;
+    /// How error texts name that annotation.
+    const BEING_CREATED_NAME: &'static str;
+    /// The being-deleted annotation of the kind.
+    const BEING_DELETED: &'static str;
+
     /// `status.readyToUse == true`.
     fn is_ready(&self) -> bool;
     /// `spec.driver`.
@@ -424,6 +410,10 @@ pub trait ContentObject: Resource {
     fn class_name(&self) -> Option<&str>;
     /// The reference to the bound snapshot or group snapshot.
     fn bound_ref(&self) -> &ObjectReference;
+    /// Whether the object has a `status` at all.
+    fn has_status(&self) -> bool;
+    /// The driver's handle recorded in status, if set and non-empty.
+    fn recorded_handle(&self) -> Option<&str>;
     /// `status.error`.
     fn error(&self) -> Option<&VolumeSnapshotError>;
 }
@@ -432,7 +422,8 @@ pub trait ContentObject: Resource {
 /// [`ContentObject`] and `Serialize` (`apiVersion`, `kind`, `metadata`,
 /// `spec`, `status`).
 macro_rules! content_common {
-    ($($ty:ty: $bound:ident, $class:ident);*) => {$(
+    ($($ty:ty: $class_ty:ty, $status:ty, $bound:ident, $class:ident,
+        $being_created:expr, $being_created_name:literal, $being_deleted:expr);*) => {$(
         impl $ty {
             /// The object name (empty when missing, which the API never sends).
             pub fn name(&self) -> &str {
@@ -456,6 +447,12 @@ macro_rules! content_common {
         }
 
         impl ContentObject for $ty {
+            type Class = $class_ty;
+            type Status = $status;
+            const BEING_CREATED: &'static str = $being_created;
+            const BEING_CREATED_NAME: &'static str = $being_created_name;
+            const BEING_DELETED: &'static str = $being_deleted;
+
             fn is_ready(&self) -> bool {
                 <$ty>::is_ready(self)
             }
@@ -467,6 +464,12 @@ macro_rules! content_common {
             }
             fn bound_ref(&self) -> &ObjectReference {
                 &self.spec.$bound
+            }
+            fn has_status(&self) -> bool {
+                self.status.is_some()
+            }
+            fn recorded_handle(&self) -> Option<&str> {
+                self.status_handle()
             }
             fn error(&self) -> Option<&VolumeSnapshotError> {
                 self.status.as_ref().and_then(|s| s.error.as_ref())
@@ -487,8 +490,14 @@ macro_rules! content_common {
 }
 
 content_common!(
-    VolumeSnapshotContent: volume_snapshot_ref, volume_snapshot_class_name;
-    VolumeGroupSnapshotContent: volume_group_snapshot_ref, volume_group_snapshot_class_name
+    VolumeSnapshotContent: VolumeSnapshotClass, VolumeSnapshotContentStatus,
+        volume_snapshot_ref, volume_snapshot_class_name,
+        keys::ANN_VS_BEING_CREATED, "VolumeSnapshotBeingCreated",
+        keys::ANN_VS_BEING_DELETED;
+    VolumeGroupSnapshotContent: VolumeGroupSnapshotClass, VolumeGroupSnapshotContentStatus,
+        volume_group_snapshot_ref, volume_group_snapshot_class_name,
+        keys::ANN_VGS_BEING_CREATED, "VolumeGroupSnapshotBeingCreated",
+        keys::ANN_VGS_BEING_DELETED
 );
 
 impl VolumeSnapshotContent {

@@ -251,9 +251,13 @@ pub fn make_lean<K: Resource>(obj: &mut K) {
     }
 }
 
-/// A list + watch of one kind feeding a [`Cache`].
-pub struct Informer<K>
-where
+/// What an [`Informer`] needs of the objects it watches.
+pub trait Watched:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
     K: Resource<DynamicType = ()>
         + Clone
         + Serialize
@@ -261,24 +265,18 @@ where
         + Debug
         + Send
         + Sync
-        + 'static,
+        + 'static
 {
+}
+
+/// A list + watch of one kind feeding a [`Cache`].
+pub struct Informer<K: Watched> {
     api: Api<K>,
     options: WatchOptions,
     cache: Cache<K>,
 }
 
-impl<K> Informer<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
+impl<K: Watched> Informer<K> {
     /// An informer over `api` (use `Api::all` for cluster-scoped kinds).
     pub fn new(api: Api<K>, options: WatchOptions) -> Self {
         Informer {

@@ -184,30 +184,6 @@ where
     res.map_err(|e| WriteError::from_kube(&kind, name, e))
 }
 
-/// JSON Patch on the main resource (annotations, finalizers).
-pub async fn patch_main<K>(
-    api: &Api<K>,
-    name: &str,
-    doc: &serde_json::Value,
-) -> Result<K, WriteError>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    json_patch(api, name, Target::Main, doc).await
-}
-
-/// JSON Patch on the `/status` subresource.
-pub async fn patch_status<K>(
-    api: &Api<K>,
-    name: &str,
-    doc: &serde_json::Value,
-) -> Result<K, WriteError>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    json_patch(api, name, Target::Status, doc).await
-}
-
 /// PUT of `obj` to the `/status` subresource (the status clear after a
 /// delete, spec C.7). It carries `obj`'s resourceVersion, so it can conflict.
 pub async fn replace_status<K>(api: &Api<K>, obj: &K) -> Result<K, WriteError>

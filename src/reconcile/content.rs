@@ -301,12 +301,6 @@ pub fn on_create_error(plan: &CreatePlan, err: &CsiError) -> CreateErrorOutcome 
     )
 }
 
-/// The failure for an error in any later stage of a create (secret GET,
-/// annotation patch, status write, annotation removal).
-pub fn create_stage_failure(plan: &CreatePlan, inner: impl std::fmt::Display) -> Failure {
-    Failure::snapshot(plan.attempt, inner)
-}
-
 /// The failure for a poll error (secret GET, RPC, no entry, status write).
 pub fn poll_failure(
     content: &VolumeSnapshotContent,

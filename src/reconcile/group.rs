@@ -330,14 +330,6 @@ pub fn on_group_create_error(plan: &GroupCreatePlan, err: &CsiError) -> CreateEr
     )
 }
 
-/// The failure for an error in any later stage of a group create.
-pub fn group_create_stage_failure(
-    plan: &GroupCreatePlan,
-    inner: impl std::fmt::Display,
-) -> Failure {
-    Failure::group(plan.attempt, inner)
-}
-
 /// The failure for a pre-provisioned group poll error.
 pub fn group_poll_failure(
     content: &VolumeGroupSnapshotContent,

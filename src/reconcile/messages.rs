@@ -148,6 +148,35 @@ pub fn group_delete_warning(stage: DeleteStage) -> Warning {
     }
 }
 
+/// The texts that differ between the two content kinds, for the executor.
+#[derive(Debug, Clone, Copy)]
+pub struct KindTexts {
+    /// How logs name the controller (`… started`).
+    pub controller: &'static str,
+    /// The failure of a create or re-check attempt.
+    pub failure: fn(Attempt, String) -> Failure,
+    /// Wraps a create input error.
+    pub create_input_error: fn(&str, String) -> String,
+    /// The Warning of a failed delete stage.
+    pub delete_warning: fn(DeleteStage) -> Warning,
+}
+
+/// The texts of VolumeSnapshotContents.
+pub const SNAPSHOT_TEXTS: KindTexts = KindTexts {
+    controller: "Snapshot content controller",
+    failure: Failure::snapshot,
+    create_input_error,
+    delete_warning: snapshot_delete_warning,
+};
+
+/// The texts of VolumeGroupSnapshotContents.
+pub const GROUP_TEXTS: KindTexts = KindTexts {
+    controller: "Group snapshot content controller",
+    failure: Failure::group,
+    create_input_error: group_create_input_error,
+    delete_warning: group_delete_warning,
+};
+
 /// Go `%q` quoting of a string: double quotes, with `"`, `\` and control
 /// characters escaped.
 pub fn go_quote(s: &str) -> String {

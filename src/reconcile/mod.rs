@@ -22,7 +22,7 @@
 //! - `DeleteFailed(warning)`: emit it; requeue. No status write.
 //! - `Create(plan)`, in order, stopping at the first error:
 //!   1. GET `plan.secret_ref` (error → `Fail` with
-//!      [`content::create_stage_failure`] and
+//!      [`messages::Failure::snapshot`] for the plan's attempt and
 //!      [`messages::create_input_error`]). The annotation is not added yet.
 //!   2. send `plan.mark_in_flight` if any (error → `Fail`).
 //!   3. CreateSnapshot. Error → [`content::on_create_error`]: send its
@@ -77,7 +77,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use messages::{Failure, Warning};
+use messages::{Attempt, Failure, Warning};
 use naming::NamingRule;
 use params::{ExtraMetadata, MetadataKind, create_parameters};
 use patch::JsonPatch;
@@ -136,6 +136,27 @@ impl<C, P, X> Decision<C, P, X> {
             Decision::Poll(_) => "poll",
         }
     }
+}
+
+/// The plans a [`Decision`] carries, named for code generic over the kinds.
+pub trait Steps {
+    /// The create plan.
+    type Create: CreateMark + Send + Sync;
+    /// The poll plan.
+    type Poll: PlanSecret + Send + Sync;
+    /// The CSI delete.
+    type Delete: PlanSecret + Send + Sync;
+}
+
+impl<C, P, X> Steps for Decision<C, P, X>
+where
+    C: CreateMark + Send + Sync,
+    P: PlanSecret + Send + Sync,
+    X: PlanSecret + Send + Sync,
+{
+    type Create = C;
+    type Poll = P;
+    type Delete = X;
 }
 
 /// The delete path of either kind.
@@ -249,6 +270,8 @@ pub trait PlanSecret {
 pub trait CreateMark: PlanSecret {
     /// The patch adding the being-created annotation, when it is absent.
     fn mark_in_flight(&self) -> Option<&JsonPatch>;
+    /// First attempt or re-create: picks the failure reason.
+    fn attempt(&self) -> Attempt;
 }
 
 /// [`PlanSecret`] (and [`CreateMark`] for the create plans) of the plan
@@ -258,6 +281,9 @@ macro_rules! plan_fields {
         $(impl CreateMark for $create {
             fn mark_in_flight(&self) -> Option<&JsonPatch> {
                 self.mark_in_flight.as_ref()
+            }
+            fn attempt(&self) -> Attempt {
+                self.attempt
             }
         })*
         $(impl PlanSecret for $other {
@@ -307,6 +333,15 @@ fn mark_in_flight(meta: &ObjectMeta, key: &str) -> Option<JsonPatch> {
     annotation(meta, key)
         .is_none()
         .then(|| patch::add_annotation(meta, key, keys::ANN_VALUE_YES))
+}
+
+/// A map of owned strings from `pairs`, for tests.
+#[cfg(test)]
+pub(crate) fn string_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The flag values the decisions depend on.

@@ -84,13 +84,7 @@ pub fn create_parameters(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::reconcile::string_map as map;
 
     #[test]
     fn h21_remove_prefixed_parameters() {
@@ -145,55 +139,47 @@ mod tests {
         assert_eq!(remove_prefixed_parameters(&input).unwrap(), input);
     }
 
+    /// H.1 for both kinds: each kind's extra metadata keys, which replace
+    /// the stripped secret keys of the class (none for the group case).
     #[test]
     fn h01_extra_metadata_replaces_stripped_secret_keys() {
         let class = map(&[
             (keys::PARAM_SNAPSHOTTER_SECRET_NAME, "s"),
             (keys::PARAM_SNAPSHOTTER_SECRET_NAMESPACE, "ns"),
         ]);
-        let got = create_parameters(
-            Some(&class),
-            Some((
+        let cases = [
+            (
+                Some(&class),
                 MetadataKind::Snapshot,
-                ExtraMetadata {
-                    snapshot_name: "vs",
-                    snapshot_namespace: "default",
-                    content_name: "snapcontent-1",
-                },
-            )),
-        )
-        .unwrap();
-        assert_eq!(
-            got,
-            map(&[
-                (keys::PARAM_VS_NAME, "vs"),
-                (keys::PARAM_VS_NAMESPACE, "default"),
-                (keys::PARAM_VSC_NAME, "snapcontent-1"),
-            ])
-        );
-    }
-
-    #[test]
-    fn group_extra_metadata_keys() {
-        let got = create_parameters(
-            None,
-            Some((
+                [
+                    keys::PARAM_VS_NAME,
+                    keys::PARAM_VS_NAMESPACE,
+                    keys::PARAM_VSC_NAME,
+                ],
+            ),
+            (
+                None,
                 MetadataKind::Group,
-                ExtraMetadata {
-                    snapshot_name: "g",
-                    snapshot_namespace: "n",
-                    content_name: "c",
-                },
-            )),
-        )
-        .unwrap();
-        assert_eq!(
-            got,
-            map(&[
-                (keys::PARAM_VGS_NAME, "g"),
-                (keys::PARAM_VGS_NAMESPACE, "n"),
-                (keys::PARAM_VGSC_NAME, "c"),
-            ])
-        );
+                [
+                    keys::PARAM_VGS_NAME,
+                    keys::PARAM_VGS_NAMESPACE,
+                    keys::PARAM_VGSC_NAME,
+                ],
+            ),
+        ];
+        for (class, kind, [name, namespace, content]) in cases {
+            let extra = ExtraMetadata {
+                snapshot_name: "vs",
+                snapshot_namespace: "default",
+                content_name: "snapcontent-1",
+            };
+            let got = create_parameters(class, Some((kind, extra))).unwrap();
+            let want = [
+                (name, "vs"),
+                (namespace, "default"),
+                (content, "snapcontent-1"),
+            ];
+            assert_eq!(got, map(&want), "{kind:?}");
+        }
     }
 }

@@ -302,6 +302,7 @@ fn alnum_ends(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::string_map as params;
 
     fn meta(pairs: &[(&str, &str)]) -> ObjectMeta {
         ObjectMeta {
@@ -314,13 +315,6 @@ mod tests {
             ),
             ..Default::default()
         }
-    }
-
-    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

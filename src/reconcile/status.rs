@@ -11,8 +11,8 @@ use serde_json::json;
 use super::patch::{JsonPatch, PatchOp};
 use crate::csi::driver::{GroupSnapshotInfo, SnapshotInfo};
 use crate::k8s::types::{
-    VolumeGroupSnapshotContentStatus, VolumeSnapshotContentStatus, VolumeSnapshotError,
-    VolumeSnapshotInfo,
+    ContentObject, VolumeGroupSnapshotContent, VolumeGroupSnapshotContentStatus,
+    VolumeSnapshotContent, VolumeSnapshotContentStatus, VolumeSnapshotError, VolumeSnapshotInfo,
 };
 
 /// What a CSI call said about one snapshot, in the form the merge needs.
@@ -156,6 +156,40 @@ pub fn error_status_patch(
     };
     Some(JsonPatch(ops))
 }
+
+/// [`error_status_patch`] for a content of either kind.
+pub fn content_error_patch<O: ContentObject>(
+    obj: &O,
+    message: &str,
+    now: Timestamp,
+) -> Option<JsonPatch> {
+    error_status_patch(obj.error(), obj.has_status(), message, now)
+}
+
+/// How a reply of either kind's RPCs is merged into the object's status.
+pub trait MergeStatus: ContentObject {
+    /// What a create or poll reply says, ready to merge.
+    type Observation: Send + Sync;
+    /// The status with `obs` merged in, `None` when unchanged.
+    fn merge(&self, obs: &Self::Observation, now: Timestamp) -> Option<Self::Status>;
+}
+
+/// [`MergeStatus`] of a content kind: its observation and merge rule.
+macro_rules! merge_status {
+    ($($ty:ty: $obs:ty, $merge:ident);*) => {$(
+        impl MergeStatus for $ty {
+            type Observation = $obs;
+            fn merge(&self, obs: &$obs, now: Timestamp) -> Option<Self::Status> {
+                $merge(self.status.as_ref(), obs, now)
+            }
+        }
+    )*};
+}
+
+merge_status!(
+    VolumeSnapshotContent: SnapshotObservation, merge_snapshot_status;
+    VolumeGroupSnapshotContent: GroupObservation, merge_group_status
+);
 
 /// [`error_status_patch`] for a VSC status.
 pub fn snapshot_error_patch(

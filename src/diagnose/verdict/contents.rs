@@ -34,7 +34,31 @@ pub(super) struct Facts<'a> {
     pub decision: Decision,
 }
 
-impl Facts<'_> {
+impl<'a> Facts<'a> {
+    /// The facts of `c`, whose class has the driver `class_driver` and
+    /// whose decision is `decision`.
+    pub(super) fn of<C: ContentObject>(
+        kind: Kind,
+        c: &'a C,
+        class_driver: Option<&'a str>,
+        decision: Decision,
+    ) -> Self {
+        Facts {
+            kind,
+            meta: c.meta(),
+            driver: c.driver(),
+            class_name: c.class_name(),
+            class_driver,
+            ready: c.is_ready(),
+            has_status: c.has_status(),
+            has_handle: c.recorded_handle().is_some(),
+            error: c.error(),
+            being_created_key: C::BEING_CREATED,
+            being_deleted_key: C::BEING_DELETED,
+            decision,
+        }
+    }
+
     fn name(&self) -> &str {
         self.meta.name.as_deref().unwrap_or("")
     }
@@ -58,23 +82,16 @@ pub(super) fn in_scope<C: ContentObject>(scope: &Scope, kind: Kind, c: &C) -> bo
 
 /// The verdict on a VolumeSnapshotContent, `None` when it is fine.
 pub(super) fn content(ctx: Context<'_>, c: &VolumeSnapshotContent) -> Option<Verdict> {
-    let class_name = c.spec.volume_snapshot_class_name.as_deref();
-    let class = class_name.and_then(|n| ctx.cluster.snapshot_classes.get(n));
-    let status = c.status.as_ref();
-    let facts = Facts {
-        kind: Kind::VolumeSnapshotContent,
-        meta: &c.metadata,
-        driver: &c.spec.driver,
-        class_name,
-        class_driver: class.map(|k| k.driver.as_str()),
-        ready: c.is_ready(),
-        has_status: status.is_some(),
-        has_handle: c.status_handle().is_some(),
-        error: status.and_then(|s| s.error.as_ref()),
-        being_created_key: keys::ANN_VS_BEING_CREATED,
-        being_deleted_key: keys::ANN_VS_BEING_DELETED,
-        decision: decide::content(c, class),
-    };
+    let class = c
+        .class_name()
+        .and_then(|n| ctx.cluster.snapshot_classes.get(n));
+    let class_driver = class.map(|k| k.driver.as_str());
+    let facts = Facts::of(
+        Kind::VolumeSnapshotContent,
+        c,
+        class_driver,
+        decide::content(c, class),
+    );
     if let Decision::WaitForGroup = facts.decision {
         return waiting_member(ctx, c);
     }

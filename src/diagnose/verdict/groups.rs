@@ -9,27 +9,16 @@ use super::{Context, Verdict, evidence};
 use crate::diagnose::cause::{Cause, Kind};
 use crate::diagnose::decide::{self, Decision};
 use crate::k8s::keys;
-use crate::k8s::types::VolumeGroupSnapshotContent;
+use crate::k8s::types::{ContentObject, VolumeGroupSnapshotContent};
 
 /// The verdict on a VolumeGroupSnapshotContent, `None` when it is fine.
 pub(super) fn group_content(ctx: Context<'_>, c: &VolumeGroupSnapshotContent) -> Option<Verdict> {
-    let class_name = c.spec.volume_group_snapshot_class_name.as_deref();
-    let class = class_name.and_then(|n| ctx.cluster.group_classes.get(n));
-    let status = c.status.as_ref();
-    let facts = Facts {
-        kind: Kind::VolumeGroupSnapshotContent,
-        meta: &c.metadata,
-        driver: &c.spec.driver,
-        class_name,
-        class_driver: class.map(|k| k.driver.as_str()),
-        ready: c.is_ready(),
-        has_status: status.is_some(),
-        has_handle: c.status_handle().is_some(),
-        error: status.and_then(|s| s.error.as_ref()),
-        being_created_key: keys::ANN_VGS_BEING_CREATED,
-        being_deleted_key: keys::ANN_VGS_BEING_DELETED,
-        decision: decide::group_content(c, class),
-    };
+    let class = c
+        .class_name()
+        .and_then(|n| ctx.cluster.group_classes.get(n));
+    let class_driver = class.map(|k| k.driver.as_str());
+    let decision = decide::group_content(c, class);
+    let facts = Facts::of(Kind::VolumeGroupSnapshotContent, c, class_driver, decision);
     let checks_members = matches!(
         facts.decision,
         Decision::Settled | Decision::DriverCall { .. }
