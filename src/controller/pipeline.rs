@@ -82,7 +82,8 @@ pub trait Kind: Debug + Send + Sync + 'static {
 
     /// The work queue's name (the `name` label of the workqueue metrics).
     const QUEUE_NAME: &'static str;
-    /// The failure, input-error and delete-warning texts of the kind.
+    /// How logs name the kind's controller, and its failure, input-error
+    /// and delete-warning texts.
     const TEXTS: KindTexts;
     /// Whether the class informer carries the `--node-deployment` label
     /// selector too (spec B.5).
