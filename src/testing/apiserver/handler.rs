@@ -311,6 +311,9 @@ pub(crate) async fn handle(
     if let Some(code) = sh.faults.take_failure(verb, plural, &sub) {
         return Ok(error_response(&ApiError::injected(code)));
     }
+    if verb == "WATCH" {
+        sh.faults.wait_watch_release(plural).await;
+    }
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -411,6 +411,14 @@ impl ApiServer {
         self.shared.counters.count(verb, resource)
     }
 
+    /// Watches of `resource` (a plural, `*` for all) that were answered
+    /// or ended with an ERROR event carrying 410 Expired: a watch from a
+    /// version older than the retained history, or one ended by
+    /// [`Faults::expire_watches`] or [`Faults::next_watch_gone`].
+    pub fn expired_watch_count(&self, resource: &str) -> u64 {
+        self.shared.counters.expired_count(resource)
+    }
+
     /// Every request counter so far (a snapshot; subtract two snapshots to
     /// count the requests of one phase).
     pub fn request_counts(&self) -> Vec<RequestCount> {

@@ -131,6 +131,7 @@ struct State {
     shutdown: watch::Receiver<bool>,
     bookmarks: Option<tokio::time::Interval>,
     published: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 async fn tick(i: &mut Option<tokio::time::Interval>) {
@@ -143,6 +144,13 @@ async fn tick(i: &mut Option<tokio::time::Interval>) {
 }
 
 impl State {
+    /// The ERROR line of a 410 Expired for a watch from `requested`,
+    /// counted for the resource.
+    fn expired(&self, requested: u64, oldest: u64) -> Bytes {
+        self.shared.counters.expired(self.def.plural);
+        error_line(&ApiError::expired(requested, oldest))
+    }
+
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(b) = self.pending.pop_front() {
@@ -168,7 +176,7 @@ impl State {
                 _ = self.close.changed() => return None,
                 _ = self.expire.changed() => {
                     self.ended = true;
-                    return Some(error_line(&ApiError::expired(self.last_rv, self.last_rv)));
+                    return Some(self.expired(self.last_rv, self.last_rv));
                 }
                 _ = self.shutdown.changed() => return None,
                 _ = tick(&mut self.bookmarks) => {
@@ -284,12 +292,12 @@ pub(crate) fn start(
             i
         }),
         published: sh.published.clone(),
+        shared: sh.clone(),
     };
     if sh.faults.take_gone() {
         let rv = requested.unwrap_or(0);
-        state
-            .pending
-            .push_back(error_line(&ApiError::expired(rv, rv + 1)));
+        let line = state.expired(rv, rv + 1);
+        state.pending.push_back(line);
         return Ok(stream_response(state));
     }
     // Initial state is sent when asked for, or by default for "" and "0".
@@ -312,6 +320,9 @@ pub(crate) fn start(
         Err(e) => {
             // Like upstream, a too-old version is reported inside the
             // stream, not as the HTTP status.
+            if e.code == 410 {
+                state.shared.counters.expired(def.plural);
+            }
             state.pending.push_back(error_line(&e));
             return Ok(stream_response(state));
         }
