@@ -28,7 +28,7 @@ use super::store::{Event, EventType, watch_line};
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Names ListOptions in Invalid errors about watch parameters.
-static LIST_OPTIONS: ResourceDef = ResourceDef {
+pub(crate) static LIST_OPTIONS: ResourceDef = ResourceDef {
     group: "meta.k8s.io",
     version: "v1",
     plural: "listoptions",
@@ -245,20 +245,7 @@ pub(crate) fn start(
             vec![super::status::Cause {
                 reason: "FieldValueForbidden".into(),
                 message: "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
-                field: "sendInitialEvents".into(),
-            }],
-        ));
-    }
-    if send_initial == Some(true) && !bookmarks_on {
-        return Err(ApiError::invalid(
-            &LIST_OPTIONS,
-            "",
-            vec![super::status::Cause {
-                reason: "FieldValueForbidden".into(),
-                message:
-                    "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true"
-                        .into(),
-                field: "allowWatchBookmarks".into(),
+                field: "resourceVersionMatch".into(),
             }],
         ));
     }
