@@ -216,6 +216,17 @@ impl Probe<'_> {
         }
     }
 
+    /// Creates the dynamic content `n` ([`vsc`]); returns the reply.
+    async fn create_vsc(&mut self, n: &str) -> Value {
+        self.call("create", "POST", VSC, None, Some(vsc(n)), &[])
+            .await
+    }
+
+    /// Reads `path`, recording what `look` names.
+    async fn get(&mut self, label: &str, path: &str, look: &[&str]) -> Value {
+        self.call(label, "GET", path, None, None, look).await
+    }
+
     /// Opens a watch (`path` with its query, `watch=true` added) and
     /// records its code and, in order, the first `want` events that are
     /// not bookmarks (type, and the object's name or the `Status` code and
@@ -385,8 +396,7 @@ async fn create_twice_is_already_exists(p: &mut Probe<'_>) {
 
 async fn get_missing_is_not_found(p: &mut Probe<'_>) {
     let path = item(VSC, &p.name("missing"));
-    p.call("get", "GET", &path, None, None, &["/details/kind", "/code"])
-        .await;
+    p.get("get", &path, &["/details/kind", "/code"]).await;
 }
 
 async fn create_without_driver_is_invalid(p: &mut Probe<'_>) {
@@ -480,11 +490,9 @@ async fn dry_run_create_stores_nothing(p: &mut Probe<'_>) {
 
 async fn get_with_resource_version_zero(p: &mut Probe<'_>) {
     let n = p.name("rv0");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let path = format!("{}?resourceVersion=0", item(VSC, &n));
-    p.call("get", "GET", &path, None, None, &["/metadata/name"])
-        .await;
+    p.get("get", &path, &["/metadata/name"]).await;
 }
 
 // ---- update ----
@@ -629,7 +637,7 @@ async fn status_subresource_of_a_class_is_not_found(p: &mut Probe<'_>) {
     )
     .await;
     let path = format!("{}/status", item(VSCLASS, &n));
-    p.call("status", "GET", &path, None, None, &[]).await;
+    p.get("status", &path, &[]).await;
 }
 
 async fn class_with_bad_deletion_policy_is_invalid(p: &mut Probe<'_>) {
@@ -643,8 +651,7 @@ async fn class_with_bad_deletion_policy_is_invalid(p: &mut Probe<'_>) {
 
 async fn status_merge_patch_sets_status_only(p: &mut Probe<'_>) {
     let n = p.name("statuspatch");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let path = format!("{}/status", item(VSC, &n));
     let patch = json!({"status": {"readyToUse": true, "snapshotHandle": "h-1"},
                        "spec": {"deletionPolicy": "Retain"}});
@@ -660,8 +667,7 @@ async fn status_merge_patch_sets_status_only(p: &mut Probe<'_>) {
 
 async fn merge_patch_of_labels_keeps_generation(p: &mut Probe<'_>) {
     let n = p.name("labels");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let patch = json!({"metadata": {"labels": {"a": "1"}}});
     p.call(
         "patch",
@@ -676,8 +682,7 @@ async fn merge_patch_of_labels_keeps_generation(p: &mut Probe<'_>) {
 
 async fn merge_patch_of_spec_bumps_generation(p: &mut Probe<'_>) {
     let n = p.name("generation");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let patch = json!({"spec": {"deletionPolicy": "Retain"}});
     p.call(
         "patch",
@@ -725,8 +730,7 @@ async fn merge_patch_of_a_missing_object_is_not_found(p: &mut Probe<'_>) {
 
 async fn json_patch_adds_and_removes_an_annotation(p: &mut Probe<'_>) {
     let n = p.name("jsonpatch");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let add = json!([{"op": "add", "path": "/metadata/annotations", "value": {"a": "1"}}]);
     p.call(
         "add",
@@ -751,8 +755,7 @@ async fn json_patch_adds_and_removes_an_annotation(p: &mut Probe<'_>) {
 
 async fn json_patch_failing_test_is_refused(p: &mut Probe<'_>) {
     let n = p.name("jsontest");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let patch = json!([{"op": "test", "path": "/spec/driver", "value": "other"},
                        {"op": "replace", "path": "/spec/deletionPolicy", "value": "Retain"}]);
     p.call(
@@ -777,8 +780,7 @@ async fn json_patch_failing_test_is_refused(p: &mut Probe<'_>) {
 
 async fn json_patch_removing_a_missing_path_is_refused(p: &mut Probe<'_>) {
     let n = p.name("jsonmissing");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let patch = json!([{"op": "remove", "path": "/metadata/annotations/none"}]);
     p.call(
         "patch",
@@ -793,8 +795,7 @@ async fn json_patch_removing_a_missing_path_is_refused(p: &mut Probe<'_>) {
 
 async fn json_patch_replacing_status_on_the_subresource(p: &mut Probe<'_>) {
     let n = p.name("jsonstatus");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let path = format!("{}/status", item(VSC, &n));
     let patch = json!([{"op": "replace", "path": "/status", "value": {"readyToUse": true}}]);
     p.call(
@@ -813,8 +814,7 @@ async fn json_patch_replacing_status_on_the_subresource(p: &mut Probe<'_>) {
 
 async fn json_patch_that_breaks_the_schema_is_invalid(p: &mut Probe<'_>) {
     let n = p.name("jsonschema");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let patch = json!([{"op": "replace", "path": "/spec/deletionPolicy", "value": 7}]);
     p.call(
         "patch",
@@ -829,8 +829,7 @@ async fn json_patch_that_breaks_the_schema_is_invalid(p: &mut Probe<'_>) {
 
 async fn strategic_merge_patch_of_a_custom_resource_is_unsupported(p: &mut Probe<'_>) {
     let n = p.name("strategic");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let patch = json!({"metadata": {"labels": {"a": "b"}}});
     let ct = Some("application/strategic-merge-patch+json");
     p.call("patch", "PATCH", &item(VSC, &n), ct, Some(patch), &[])
@@ -955,8 +954,7 @@ async fn deletion_timestamp_cannot_be_cleared(p: &mut Probe<'_>) {
 
 async fn delete_without_finalizers_is_immediate(p: &mut Probe<'_>) {
     let n = p.name("delete");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     p.call(
         "delete",
         "DELETE",
@@ -1046,23 +1044,21 @@ async fn list_with_label_selectors(p: &mut Probe<'_>) {
 
 async fn list_with_an_invalid_label_selector_is_bad_request(p: &mut Probe<'_>) {
     let path = format!("{VSC}?labelSelector=a%3D%3D%3Db");
-    p.call("list", "GET", &path, None, None, &[]).await;
+    p.get("list", &path, &[]).await;
 }
 
 async fn list_with_field_selectors(p: &mut Probe<'_>) {
     three_labelled(p, "field").await;
     let name = p.name("field-b");
     let path = format!("{VSC}?fieldSelector=metadata.name%3D{name}");
-    p.call("by name", "GET", &path, None, None, &["#names"])
-        .await;
+    p.get("by name", &path, &["#names"]).await;
     let path = format!(
         "{VSC}?fieldSelector=metadata.name!%3D{name}&labelSelector=run%3D{}",
         p.prefix
     );
-    p.call("not name", "GET", &path, None, None, &["#names"])
-        .await;
+    p.get("not name", &path, &["#names"]).await;
     let path = format!("{VSC}?fieldSelector=spec.driver%3Dx");
-    p.call("unsupported", "GET", &path, None, None, &[]).await;
+    p.get("unsupported", &path, &[]).await;
 }
 
 async fn list_pages_with_limit_and_continue(p: &mut Probe<'_>) {
@@ -1087,34 +1083,24 @@ async fn list_pages_with_limit_and_continue(p: &mut Probe<'_>) {
         .unwrap_or("")
         .to_string();
     let path = format!("{path}&continue={token}");
-    p.call(
-        "second page",
-        "GET",
-        &path,
-        None,
-        None,
-        &["#names", "?/metadata/continue"],
-    )
-    .await;
+    p.get("second page", &path, &["#names", "?/metadata/continue"])
+        .await;
     let path = format!("{VSC}?limit=2&continue=not-a-token");
-    p.call("bad token", "GET", &path, None, None, &[]).await;
+    p.get("bad token", &path, &[]).await;
 }
 
 async fn list_with_resource_version_match(p: &mut Probe<'_>) {
     let n = p.name("rvmatch");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let sel = format!("labelSelector=run%3D{}", p.prefix);
     let path = format!("{VSC}?{sel}&resourceVersion=1&resourceVersionMatch=NotOlderThan");
-    p.call("not older than 1", "GET", &path, None, None, &["#names"])
-        .await;
+    p.get("not older than 1", &path, &["#names"]).await;
     let path = format!("{VSC}?{sel}&resourceVersionMatch=NotOlderThan");
-    p.call("match without version", "GET", &path, None, None, &[])
-        .await;
+    p.get("match without version", &path, &[]).await;
     let path = format!("{VSC}?{sel}&resourceVersion=1&resourceVersionMatch=Sometimes");
-    p.call("unknown match", "GET", &path, None, None, &[]).await;
+    p.get("unknown match", &path, &[]).await;
     let path = format!("{VSC}?resourceVersion=x");
-    p.call("bad version", "GET", &path, None, None, &[]).await;
+    p.get("bad version", &path, &[]).await;
 }
 
 // ---- watches ----
@@ -1272,12 +1258,9 @@ async fn managed_fields_are_kept_per_manager_and_subresource(p: &mut Probe<'_>) 
     )
     .await;
     let path = format!("{VSC}?labelSelector=a%3Db");
-    p.call(
+    p.get(
         "list",
-        "GET",
         &path,
-        None,
-        None,
         &["#names", "?/items/0/metadata/managedFields"],
     )
     .await;
@@ -1285,8 +1268,7 @@ async fn managed_fields_are_kept_per_manager_and_subresource(p: &mut Probe<'_>) 
 
 async fn managed_fields_cleared_with_one_empty_entry(p: &mut Probe<'_>) {
     let n = p.name("clear");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let patch = json!({"metadata": {"managedFields": [{}]}});
     p.call(
         "clear",
@@ -1310,8 +1292,7 @@ async fn managed_fields_cleared_with_one_empty_entry(p: &mut Probe<'_>) {
 
 async fn managed_fields_empty_list_changes_nothing(p: &mut Probe<'_>) {
     let n = p.name("keepmf");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &[])
-        .await;
+    p.create_vsc(&n).await;
     let patch = json!({"metadata": {"managedFields": [], "labels": {"a": "b"}}});
     p.call(
         "patch",
@@ -1457,10 +1438,9 @@ async fn event_is_created_and_listed_by_field(p: &mut Probe<'_>) {
         "{EVENTS}?fieldSelector=involvedObject.name%3D{},reason%3DDifferential",
         p.name("content")
     );
-    p.call("list", "GET", &path, None, None, &["#names"]).await;
+    p.get("list", &path, &["#names"]).await;
     let path = format!("{EVENTS}?fieldSelector=involvedObject.nothing%3Dx");
-    p.call("unsupported field", "GET", &path, None, None, &[])
-        .await;
+    p.get("unsupported field", &path, &[]).await;
 }
 
 /// The sequences, in the order they run.
