@@ -14,7 +14,6 @@
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -176,8 +175,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let config = Arc::new(config);
-    let local: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(addr = ?local, path = config.metrics_path, "Serving metrics");
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, path = config.metrics_path, "Serving metrics"),
+        Err(err) => tracing::info!(error = %err, path = config.metrics_path, "Serving metrics"),
+    }
     loop {
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => return,

@@ -342,9 +342,10 @@ async fn faults_close_watches_and_answer_gone() {
 #[tokio::test]
 async fn watch_timeout_ends_the_stream() {
     let s = server().await;
+    let rv = s.resource_version();
     let mut w = s
         .watch_raw(&format!(
-            "{VSC}?watch=true&resourceVersion=1&timeoutSeconds=1"
+            "{VSC}?watch=true&resourceVersion={rv}&timeoutSeconds=1"
         ))
         .await
         .unwrap();

@@ -262,3 +262,43 @@ fn bench_refuses_while_the_drivers_lease_is_held() {
         "{backend}"
     );
 }
+
+/// `--api-latency` delays every answer of the embedded API server, so a
+/// content is ready no sooner than two delays after it was created (the
+/// sidecar's being-created annotation, then its status write, one after
+/// the other); `--ours-binary` runs the given binary as the measured
+/// sidecar.
+#[test]
+fn bench_api_latency_spreads_requests_and_ours_binary_is_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let ours = dir.path().join("sidecar-under-test");
+    std::fs::copy(BIN, &ours).unwrap();
+    let out = Command::new(BIN)
+        .args(["bench", "--snapshots", "2", "--idle-contents", "0"])
+        .args(["--timeout", "60s", "--api-latency", "100ms"])
+        .arg(format!("--ours-binary={}", ours.display()))
+        .arg(format!("--json={}", json.display()))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["settings"]["api_latency_ms"], 100.0);
+    assert_eq!(
+        report["settings"]["sidecar_binary"],
+        ours.display().to_string()
+    );
+    let create = &report["create"];
+    assert_eq!(create["completed"], 2);
+    let total = create["seconds"].as_f64().unwrap();
+    assert!(
+        total >= 0.2,
+        "two delayed writes before ready, took {total} s"
+    );
+}

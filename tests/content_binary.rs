@@ -102,6 +102,33 @@ async fn binary_creates_and_deletes_a_snapshot() {
             .is_some_and(|c| c.is_ready())
     })
     .await;
+    // The sidecar's writes are recorded under its User-Agent's program
+    // name, as the Go sidecar's are; the only other manager is the test's
+    // own client (no User-Agent: `unknown`), which created the object.
+    let stored = server
+        .object("volumesnapshotcontents", "", "snapcontent-bin")
+        .unwrap();
+    let entries = stored["metadata"]["managedFields"].as_array().unwrap();
+    let managers: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["manager"].as_str().unwrap_or(""),
+                e["operation"].as_str().unwrap_or(""),
+                e["subresource"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(
+        managers.contains(&("csi-snapshotter", "Update", "status")),
+        "{managers:?}"
+    );
+    assert!(
+        managers
+            .iter()
+            .all(|m| m.0 == "csi-snapshotter" || *m == ("unknown", "Update", "")),
+        "{managers:?}"
+    );
     let snaps = mock.snapshots();
     assert_eq!(snaps.len(), 1);
     assert_eq!(

@@ -19,6 +19,7 @@ const OTHER_TOOLS_FLAGS: &[&str] = &[
     "release",
     "test",
     "no-default-features",
+    "target-dir",
     "bins",
     "lib",
     "nocapture",

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -51,6 +51,11 @@ pub struct Faults {
     gone: AtomicU32,
     close: watch::Sender<u64>,
     expire: watch::Sender<u64>,
+    /// Resource patterns whose WATCH requests wait (see
+    /// [`Faults::hold_watches`]).
+    held: watch::Sender<Vec<String>>,
+    /// WATCH requests waiting for a release.
+    waiting: AtomicUsize,
 }
 
 impl Default for Faults {
@@ -61,6 +66,8 @@ impl Default for Faults {
             gone: AtomicU32::new(0),
             close: watch::channel(0).0,
             expire: watch::channel(0).0,
+            held: watch::channel(Vec::new()).0,
+            waiting: AtomicUsize::new(0),
         }
     }
 }
@@ -126,6 +133,43 @@ impl Faults {
         self.gone.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Holds every new WATCH request of `resource` (a plural, or `*`):
+    /// it is counted, then waits without an answer until
+    /// [`Faults::release_watches`], as when a client is cut off from the
+    /// server for a while. Open streams are not affected (end them with
+    /// [`Faults::close_watches`] to cut a watcher off).
+    pub fn hold_watches(&self, resource: &str) {
+        self.held.send_modify(|h| {
+            if !h.iter().any(|r| r == resource) {
+                h.push(resource.to_string());
+            }
+        });
+    }
+
+    /// Lets the WATCH requests held by [`Faults::hold_watches`] for
+    /// `resource` go on, and new ones through.
+    pub fn release_watches(&self, resource: &str) {
+        self.held.send_modify(|h| h.retain(|r| r != resource));
+    }
+
+    /// How many WATCH requests are waiting for a release now.
+    pub fn held_watch_requests(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Waits while WATCH requests of `resource` are held.
+    pub(crate) async fn wait_watch_release(&self, resource: &str) {
+        let held = |h: &Vec<String>| h.iter().any(|r| matches(r, resource));
+        let mut rx = self.held.subscribe();
+        if !held(&rx.borrow()) {
+            return;
+        }
+        let _waiting = Waiting::new(&self.waiting);
+        // The sender lives as long as `self`, so this only ends on release
+        // (or when the request is dropped with its connection).
+        let _ = rx.wait_for(|h| !held(h)).await;
+    }
+
     /// Removes all pending failures and delays.
     pub fn clear(&self) {
         self.fails.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -134,6 +178,7 @@ impl Faults {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         self.gone.store(0, Ordering::SeqCst);
+        self.held.send_modify(Vec::clear);
     }
 
     /// The code to fail this request with, consuming one use of the rule.
@@ -186,6 +231,22 @@ impl Faults {
     }
 }
 
+/// Counts one held WATCH request while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One request counter: requests served for (verb, resource, subresource).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct RequestCount {
@@ -199,14 +260,33 @@ pub struct RequestCount {
     pub count: u64,
 }
 
-/// Request counters by (verb, resource, subresource).
+/// Request counters by (verb, resource, subresource), and watches ended
+/// with 410 Expired by resource.
 #[derive(Debug, Default)]
-pub(crate) struct Counters(Mutex<HashMap<(String, String, String), u64>>);
+pub(crate) struct Counters {
+    requests: Mutex<HashMap<(String, String, String), u64>>,
+    expired: Mutex<HashMap<String, u64>>,
+}
 
 impl Counters {
+    /// Counts one watch of `resource` answered or ended with 410 Expired.
+    pub fn expired(&self, resource: &str) {
+        let mut m = self.expired.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(resource.to_string()).or_default() += 1;
+    }
+
+    /// Watches of `resource` (`*` for all) answered or ended with 410.
+    pub fn expired_count(&self, resource: &str) -> u64 {
+        let m = self.expired.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .filter(|(r, _)| matches(resource, r))
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
     /// Counts one request.
     pub fn hit(&self, verb: &str, resource: &str, subresource: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *m.entry((
             verb.to_string(),
             resource.to_string(),
@@ -227,7 +307,7 @@ impl Counters {
             Some((r, s)) => (r, Some(s)),
             None => (resource, None),
         };
-        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         m.iter()
             .filter(|((v, r, s), _)| {
                 matches(&verb, v) && matches(res, r) && sub.is_none_or(|want| want == s)
@@ -238,7 +318,7 @@ impl Counters {
 
     /// Every counter, sorted.
     pub fn all(&self) -> Vec<RequestCount> {
-        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let m = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<RequestCount> = m
             .iter()
             .map(|((verb, resource, subresource), n)| RequestCount {

@@ -24,9 +24,10 @@ use super::patch;
 use super::rbac;
 use super::resources::{RESOURCES, ResourceDef, find, namespaces};
 use super::selector::{FieldSelector, LabelSelector};
-use super::status::{ApiError, invalid1};
+use super::status::{ApiError, Cause, invalid1};
 use super::store::{Key, Retry, set_rv};
 use super::watch;
+use super::watch::LIST_OPTIONS;
 
 /// Response body: either a full JSON document or a watch stream.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -311,6 +312,9 @@ pub(crate) async fn handle(
     if let Some(code) = sh.faults.take_failure(verb, plural, &sub) {
         return Ok(error_response(&ApiError::injected(code)));
     }
+    if verb == "WATCH" {
+        sh.faults.wait_watch_release(plural).await;
+    }
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -555,8 +559,57 @@ fn decode_continue(tok: &str) -> Option<(u64, Key)> {
     ))
 }
 
+/// Cause of a refused `resourceVersionMatch`.
+fn rv_match_cause(reason: &str, message: String) -> ApiError {
+    ApiError::invalid(
+        &LIST_OPTIONS,
+        "",
+        vec![Cause {
+            reason: reason.into(),
+            message,
+            field: "resourceVersionMatch".into(),
+        }],
+    )
+}
+
+/// The checks upstream makes of a list's `resourceVersion` and
+/// `resourceVersionMatch` (the list itself is always of the newest state).
+fn check_list_versions(q: &HashMap<String, String>) -> Result<(), ApiError> {
+    let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+    if !rv.is_empty() && rv.parse::<u64>().is_err() {
+        return Err(ApiError::bad_request(format!(
+            "invalid resource version: resourceVersion: Invalid value: {rv:?}: strconv.ParseUint: parsing {rv:?}: invalid syntax"
+        )));
+    }
+    let m = q
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .unwrap_or("");
+    match m {
+        "" => Ok(()),
+        _ if rv.is_empty() => Err(rv_match_cause(
+            "FieldValueForbidden",
+            "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+                .into(),
+        )),
+        "Exact" if rv == "0" => Err(rv_match_cause(
+            "FieldValueForbidden",
+            "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""
+                .into(),
+        )),
+        "Exact" | "NotOlderThan" => Ok(()),
+        other => Err(rv_match_cause(
+            "FieldValueNotSupported",
+            format!(
+                "Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\", \"\""
+            ),
+        )),
+    }
+}
+
 fn list(sh: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
     let def = t.def();
+    check_list_versions(q)?;
     let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?;
     let fields = FieldSelector::parse(
         q.get("fieldSelector").map(String::as_str).unwrap_or(""),
@@ -635,6 +688,10 @@ fn list(sh: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Response
         if labels.is_empty() && fields.is_empty() {
             meta.insert("remainingItemCount".into(), json!(remaining));
         }
+    } else if def.custom {
+        // Lists of custom resources are unstructured: the last page carries
+        // an empty continue token rather than none.
+        meta.insert("continue".into(), json!(""));
     }
     let doc = json!({
         "kind": def.list_kind(),
@@ -1084,12 +1141,9 @@ fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOpti
     })
 }
 
-/// The answer to a completed delete: the object for custom resources,
-/// a success Status for built-in ones.
+/// The answer to a completed delete: a success Status naming the object,
+/// for custom and built-in resources alike.
 fn deleted_response(def: &ResourceDef, obj: &Value) -> Response<Body> {
-    if def.custom {
-        return json_response(200, obj);
-    }
     let mut details = serde_json::Map::new();
     details.insert("name".into(), json!(meta_str(obj, "name")));
     if !def.group.is_empty() {

@@ -29,7 +29,13 @@
 //! - only `v1` of `groupsnapshot.storage.k8s.io` is served;
 //! - later pages of a paginated list show the newest state of the
 //!   remaining objects (each page reports the first page's version);
-//! - a watch from a version newer than the server's does not wait for it.
+//! - a watch from a version newer than the server's does not wait for it;
+//! - a list is always of the newest state, also with
+//!   `resourceVersionMatch=Exact` (whose parameters are checked as
+//!   upstream checks them).
+//!
+//! `tests/apiserver_differential.rs` sends one table of request sequences
+//! to this server and to a real kube-apiserver and compares the answers.
 
 mod bench;
 mod cli;
@@ -291,6 +297,9 @@ impl ApiServer {
             )
             .map_err(|e| io::Error::other(e.message))?;
         }
+        // Like a real server's watch cache, the history starts now: a watch
+        // from an earlier version is too old.
+        shared.lock().compact();
         let (kubeconfig, temp_dir) = match &opts.kubeconfig_out {
             Some(p) => (p.clone(), None),
             None => {
@@ -409,6 +418,14 @@ impl ApiServer {
     /// `plural/status` (only the subresource), `*` for all.
     pub fn request_count(&self, verb: &str, resource: &str) -> u64 {
         self.shared.counters.count(verb, resource)
+    }
+
+    /// Watches of `resource` (a plural, `*` for all) that were answered
+    /// or ended with an ERROR event carrying 410 Expired: a watch from a
+    /// version older than the retained history, or one ended by
+    /// [`Faults::expire_watches`] or [`Faults::next_watch_gone`].
+    pub fn expired_watch_count(&self, resource: &str) -> u64 {
+        self.shared.counters.expired_count(resource)
     }
 
     /// Every request counter so far (a snapshot; subtract two snapshots to

@@ -94,6 +94,24 @@ pub(crate) fn check_type_meta(res: &ResourceDef, obj: &mut Value) -> Result<(), 
         None | Some("") => {
             m.insert("kind".into(), json!(res.kind));
         }
+        Some(k) if k != res.kind && res.custom => {
+            // Custom resources are decoded as unstructured objects and
+            // their kind is validated like a field.
+            let name = m
+                .get("metadata")
+                .and_then(|md| md.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return Err(ApiError::invalid(
+                res,
+                name,
+                vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!("Invalid value: \"{k}\": must be {}", res.kind),
+                    field: "kind".into(),
+                }],
+            ));
+        }
         Some(k) if k != res.kind => {
             return Err(ApiError::bad_request(format!(
                 "the kind in the data ({k}) does not match the expected kind ({})",
@@ -232,6 +250,26 @@ fn apply_defaults(res: &ResourceDef, obj: &mut Value) {
     }
 }
 
+/// Drops the metadata collections that are empty: the real server stores
+/// metadata as ObjectMeta, whose labels, annotations, finalizers and owner
+/// references are omitted when empty.
+pub(crate) fn drop_empty_meta(obj: &mut Value) {
+    let Some(Value::Object(meta)) = obj.get_mut("metadata") else {
+        return;
+    };
+    for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
+        let empty = match meta.get(field) {
+            Some(Value::Object(m)) => m.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Null) => true,
+            _ => false,
+        };
+        if empty {
+            meta.remove(field);
+        }
+    }
+}
+
 /// Turns a create body into the object to store (name already resolved).
 pub(crate) fn prepare_create(
     res: &ResourceDef,
@@ -244,6 +282,7 @@ pub(crate) fn prepare_create(
             "Internal error occurred: resourceVersion should not be set on objects to be created",
         ));
     }
+    drop_empty_meta(obj);
     let meta = meta_mut(obj);
     meta.insert("uid".into(), json!(uid));
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
@@ -410,6 +449,7 @@ pub(crate) fn prepare_update(
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
     }
+    drop_empty_meta(&mut new);
     validate_common(res, &name, &new)?;
     Ok(new)
 }

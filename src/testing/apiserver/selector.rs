@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::resources::ResourceDef;
 use super::status::ApiError;
+use super::validate::selector_term_error;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Req {
@@ -80,6 +81,16 @@ impl LabelSelector {
             } else {
                 Req::Exists(p.to_string())
             };
+            let (key, values) = match &req {
+                Req::Eq(k, v) | Req::NotEq(k, v) => (k, std::slice::from_ref(v)),
+                Req::In(k, vs) | Req::NotIn(k, vs) => (k, vs.as_slice()),
+                Req::Exists(k) | Req::NotExists(k) => (k, &[][..]),
+            };
+            if let Some(why) = selector_term_error(key, values) {
+                return Err(ApiError::bad_request(format!(
+                    "unable to parse requirement: {why}"
+                )));
+            }
             reqs.push(req);
         }
         Ok(LabelSelector(reqs))

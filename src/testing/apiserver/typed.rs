@@ -119,8 +119,44 @@ pub(crate) fn validate(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
             )
         }
         ("coordination.k8s.io", "leases") => validate_lease(obj),
+        ("", "secrets") => validate_secret_keys(obj),
         _ => Vec::new(),
     }
+}
+
+/// Upstream's rule for ConfigMap and Secret keys.
+const CONFIG_KEY_ERR: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+/// Longest ConfigMap or Secret key (a DNS subdomain's length).
+const CONFIG_KEY_MAX: usize = 253;
+
+/// The keys of a Secret's `data`.
+fn validate_secret_keys(obj: &Value) -> Vec<Cause> {
+    let Some(data) = obj.get("data").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    data.keys()
+        .filter_map(|k| {
+            let field = format!("data[{k}]");
+            let detail = if k.is_empty()
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                CONFIG_KEY_ERR
+            } else if k.len() > CONFIG_KEY_MAX {
+                "must be no more than 253 characters"
+            } else if k == "." {
+                "must not be '.'"
+            } else if k == ".." {
+                "must not be '..'"
+            } else if k.starts_with("..") {
+                "must not start with '..'"
+            } else {
+                return None;
+            };
+            Some(invalid(&field, &json!(k), detail))
+        })
+        .collect()
 }
 
 fn validate_event(e: &EventView<'_>, mut out: Vec<Cause>) -> Vec<Cause> {

@@ -79,6 +79,26 @@ fn check_qualified(field: String, key: &str, out: &mut Vec<Cause>) {
     }
 }
 
+/// Why a label selector's key or value is refused, if it is: keys are
+/// qualified names, values label values (empty, or a name part).
+pub(crate) fn selector_term_error(key: &str, values: &[String]) -> Option<String> {
+    let mut causes = Vec::new();
+    check_qualified("key".into(), key, &mut causes);
+    if let Some(c) = causes.first() {
+        return Some(format!("key: {}", c.message));
+    }
+    values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_empty() && !is_name_part(v))
+        .map(|(i, v)| {
+            format!(
+                "values[{i}][{key}]: Invalid value: {}: {LABEL_VALUE_ERR}",
+                Value::String(v.clone())
+            )
+        })
+}
+
 /// Validates a name against the resource's rule.
 pub(crate) fn check_name(name: &str, rule: NameRule, out: &mut Vec<Cause>) {
     let ok = match rule {

@@ -28,7 +28,7 @@ use super::store::{Event, EventType, watch_line};
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Names ListOptions in Invalid errors about watch parameters.
-static LIST_OPTIONS: ResourceDef = ResourceDef {
+pub(crate) static LIST_OPTIONS: ResourceDef = ResourceDef {
     group: "meta.k8s.io",
     version: "v1",
     plural: "listoptions",
@@ -131,6 +131,7 @@ struct State {
     shutdown: watch::Receiver<bool>,
     bookmarks: Option<tokio::time::Interval>,
     published: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 async fn tick(i: &mut Option<tokio::time::Interval>) {
@@ -143,6 +144,13 @@ async fn tick(i: &mut Option<tokio::time::Interval>) {
 }
 
 impl State {
+    /// The ERROR line of a 410 Expired for a watch from `requested`,
+    /// counted for the resource.
+    fn expired(&self, requested: u64, oldest: u64) -> Bytes {
+        self.shared.counters.expired(self.def.plural);
+        error_line(&ApiError::expired(requested, oldest))
+    }
+
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(b) = self.pending.pop_front() {
@@ -168,7 +176,7 @@ impl State {
                 _ = self.close.changed() => return None,
                 _ = self.expire.changed() => {
                     self.ended = true;
-                    return Some(error_line(&ApiError::expired(self.last_rv, self.last_rv)));
+                    return Some(self.expired(self.last_rv, self.last_rv));
                 }
                 _ = self.shutdown.changed() => return None,
                 _ = tick(&mut self.bookmarks) => {
@@ -237,20 +245,7 @@ pub(crate) fn start(
             vec![super::status::Cause {
                 reason: "FieldValueForbidden".into(),
                 message: "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
-                field: "sendInitialEvents".into(),
-            }],
-        ));
-    }
-    if send_initial == Some(true) && !bookmarks_on {
-        return Err(ApiError::invalid(
-            &LIST_OPTIONS,
-            "",
-            vec![super::status::Cause {
-                reason: "FieldValueForbidden".into(),
-                message:
-                    "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true"
-                        .into(),
-                field: "allowWatchBookmarks".into(),
+                field: "resourceVersionMatch".into(),
             }],
         ));
     }
@@ -284,12 +279,12 @@ pub(crate) fn start(
             i
         }),
         published: sh.published.clone(),
+        shared: sh.clone(),
     };
     if sh.faults.take_gone() {
         let rv = requested.unwrap_or(0);
-        state
-            .pending
-            .push_back(error_line(&ApiError::expired(rv, rv + 1)));
+        let line = state.expired(rv, rv + 1);
+        state.pending.push_back(line);
         return Ok(stream_response(state));
     }
     // Initial state is sent when asked for, or by default for "" and "0".
@@ -312,6 +307,9 @@ pub(crate) fn start(
         Err(e) => {
             // Like upstream, a too-old version is reported inside the
             // stream, not as the HTTP status.
+            if e.code == 410 {
+                state.shared.counters.expired(def.plural);
+            }
             state.pending.push_back(error_line(&e));
             return Ok(stream_response(state));
         }

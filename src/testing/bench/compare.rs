@@ -226,6 +226,7 @@ mod tests {
                 api_counts: "none".into(),
                 snapshots: 10,
                 driver_latency_ms: 0.0,
+                api_latency_ms: 0.0,
                 ready_after_polls: 0,
                 worker_threads: 10,
                 kube_api_qps: -1.0,

@@ -28,6 +28,9 @@ const POLL_REMOTE: Duration = Duration::from_millis(100);
 /// A sidecar without `/readyz` counts as ready on a real cluster once its
 /// CPU time stood still this long (its startup list is done).
 const READY_QUIET: Duration = Duration::from_secs(1);
+/// CPU seconds a quiet sidecar may still spend in `READY_QUIET`: one clock
+/// tick of `/proc/<pid>/stat` (10 ms), for a runtime's own timers.
+const READY_QUIET_CPU: f64 = 0.01;
 
 /// The peers of the sidecar.
 pub enum Peers<'a> {
@@ -131,6 +134,9 @@ impl Env<'static> {
             ..Default::default()
         })
         .await?;
+        if !args.api_latency.is_zero() {
+            server.faults().delay(args.api_latency);
+        }
         let config = MockConfig {
             latency: args.latency,
             ready_after_polls: args.ready_after_polls,
@@ -243,7 +249,7 @@ impl<'a> Env<'a> {
                     .wait_ready(args.timeout, |sc| {
                         let Ok(now) = sc.sample() else { return false };
                         match last {
-                            Some((cpu, since)) if cpu == now.cpu_seconds => {
+                            Some((cpu, since)) if now.cpu_seconds - cpu <= READY_QUIET_CPU => {
                                 since.elapsed() >= READY_QUIET
                             }
                             _ => {

@@ -98,6 +98,12 @@ struct Args {
     /// Mock driver latency added to every RPC (Go duration, e.g. 10ms).
     #[arg(long, value_parser = duration, default_value = "0s")]
     latency: Duration,
+    /// Embedded API server: delay every response by this much (Go
+    /// duration), like the service time of a busy real API server. The
+    /// sidecar then sees requests spread in time as on a real cluster,
+    /// rather than answered at once and in batches.
+    #[arg(long, value_parser = duration, default_value = "0s")]
+    api_latency: Duration,
     /// Mock driver: snapshots report ready_to_use only after this many polls.
     #[arg(long, default_value_t = 0)]
     ready_after_polls: u32,
@@ -126,6 +132,11 @@ struct Args {
     /// the two is printed.
     #[arg(long, value_name = "PATH")]
     sidecar_binary: Option<PathBuf>,
+    /// The sidecar binary measured as ours (default: this binary). The
+    /// image's build (`cargo build --release --no-default-features`) leaves
+    /// the test peers out, so it maps less code and is what runs in a pod.
+    #[arg(long, value_name = "PATH")]
+    ours_binary: Option<PathBuf>,
     /// Extra flag for the sidecar, e.g. --sidecar-arg=--v=5 (repeatable).
     #[arg(long = "sidecar-arg", value_name = "FLAG", allow_hyphen_values = true)]
     sidecar_args: Vec<String>,
@@ -211,7 +222,10 @@ pub fn cli_main(args: Vec<String>) -> i32 {
 /// after a failure or Ctrl-C.
 async fn run(args: &Args, dir: &Path) -> io::Result<Outcome> {
     let ours = SidecarSpec {
-        binary: std::env::current_exe()?,
+        binary: match &args.ours_binary {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?,
+        },
         worker_threads: args.worker_threads,
         kube_api_qps: args.kube_api_qps,
         kube_api_burst: args.kube_api_burst,
@@ -276,6 +290,7 @@ fn settings(args: &Args, spec: &SidecarSpec, api_server: &str, driver: &str) -> 
         api_counts: "none".to_string(),
         snapshots: args.snapshots,
         driver_latency_ms: report::ms(args.latency),
+        api_latency_ms: report::ms(args.api_latency),
         ready_after_polls: args.ready_after_polls,
         worker_threads: args.worker_threads,
         kube_api_qps: args.kube_api_qps,

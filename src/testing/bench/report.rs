@@ -61,6 +61,8 @@ pub struct Settings {
     pub snapshots: usize,
     /// Mock driver latency per RPC, in milliseconds.
     pub driver_latency_ms: f64,
+    /// Embedded API server delay per response, in milliseconds.
+    pub api_latency_ms: f64,
     /// Mock driver: polls before a snapshot is ready.
     pub ready_after_polls: u32,
     /// Sidecar `--worker-threads`.
@@ -237,11 +239,12 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "snapshots: {}  workers: {}  kube-api-qps: {}  driver latency: {} ms  ready after polls: {}  schema checks: {}",
+            "snapshots: {}  workers: {}  kube-api-qps: {}  driver latency: {} ms  API latency: {} ms  ready after polls: {}  schema checks: {}",
             s.snapshots,
             s.worker_threads,
             qps_text(s.kube_api_qps, s.kube_api_burst),
             s.driver_latency_ms,
+            s.api_latency_ms,
             s.ready_after_polls,
             if s.crd_schemas {
                 "CRD files"

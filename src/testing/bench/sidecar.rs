@@ -169,12 +169,21 @@ impl Sidecar {
         mut without_readyz: impl FnMut(&Sidecar) -> bool,
     ) -> io::Result<Duration> {
         let start = Instant::now();
+        // Once `/readyz` answered 404 it is not asked again: a request every
+        // poll would keep the sidecar busy, and a quiet CPU is what
+        // `without_readyz` usually waits for.
+        let mut has_readyz = true;
         loop {
             self.check_alive()?;
-            match http_status(self.http, "/readyz").await {
-                Ok(200) => return Ok(start.elapsed()),
-                Ok(404) if without_readyz(self) => return Ok(start.elapsed()),
-                _ => {}
+            if has_readyz {
+                match http_status(self.http, "/readyz").await {
+                    Ok(200) => return Ok(start.elapsed()),
+                    Ok(404) => has_readyz = false,
+                    _ => {}
+                }
+            }
+            if !has_readyz && without_readyz(self) {
+                return Ok(start.elapsed());
             }
             if start.elapsed() > timeout {
                 return Err(io::Error::new(
