@@ -458,17 +458,6 @@ fn h08_delete_policy_deletes_clears_and_removes_finalizer() {
 }
 
 #[test]
-fn h09_retain_only_removes_finalizer() {
-    let mut c = being_deleted(with_status(dynamic(), not_ready(Some("snap-1"))));
-    c.spec.deletion_policy = Some("Retain".into());
-    let Step::Delete(plan) = decide(&c, None, &caps(), &cfg()) else {
-        panic!("expected a delete");
-    };
-    assert_eq!(plan.csi_delete, None);
-    assert!(plan.remove_finalizer.is_some());
-}
-
-#[test]
 fn h10_delete_rpc_error_is_a_warning_only() {
     let w = snapshot_delete_warning(DeleteStage::Rpc);
     assert_eq!(w.reason, EventReason::SnapshotDeleteError);
@@ -686,40 +675,6 @@ fn h19_create_continues_while_being_created_is_set() {
             patch: patch::remove_annotation(keys::ANN_VS_BEING_CREATED),
             requeue: true
         }
-    );
-}
-
-#[test]
-fn ready_with_leftover_annotation_removes_it_without_requeue() {
-    let c = annotate(
-        with_status(
-            dynamic(),
-            VolumeSnapshotContentStatus {
-                ready_to_use: Some(true),
-                ..Default::default()
-            },
-        ),
-        &[(keys::ANN_VS_BEING_CREATED, "yes")],
-    );
-    assert_eq!(
-        decide(&c, None, &caps(), &cfg()),
-        Step::RemoveBeingCreated {
-            patch: patch::remove_annotation(keys::ANN_VS_BEING_CREATED),
-            requeue: false
-        }
-    );
-}
-
-#[test]
-fn other_drivers_are_ignored() {
-    let mut c = dynamic();
-    c.spec.driver = "other".into();
-    assert_eq!(decide(&c, None, &caps(), &cfg()), Step::Ignore);
-    let mut cls = class(&[]);
-    cls.driver = "other".into();
-    assert_eq!(
-        decide(&dynamic(), Some(&cls), &caps(), &cfg()),
-        Step::Ignore
     );
 }
 

@@ -368,39 +368,6 @@ fn h33_delete_of_empty_object_is_an_error_not_a_crash() {
 }
 
 #[test]
-fn h34_retain_only_removes_finalizer() {
-    let mut c = being_deleted(with_status(dynamic(), ready_status()));
-    c.spec.deletion_policy = Some("Retain".into());
-    let GroupStep::Delete(plan) = decide_group(&c, None, &cfg()) else {
-        panic!("expected a delete");
-    };
-    assert_eq!(plan.csi_delete, None);
-    assert_eq!(
-        plan.remove_finalizer.unwrap().to_value()[1],
-        json!({"op": "remove", "path": "/metadata/finalizers/0"})
-    );
-}
-
-#[test]
-fn h35_ready_with_leftover_annotation() {
-    let c = annotate(
-        with_status(dynamic(), ready_status()),
-        &[(keys::ANN_VGS_BEING_CREATED, "yes")],
-    );
-    assert_eq!(
-        decide_group(&c, None, &cfg()),
-        GroupStep::RemoveBeingCreated {
-            patch: patch::remove_annotation(keys::ANN_VGS_BEING_CREATED),
-            requeue: false
-        }
-    );
-    assert_eq!(
-        decide_group(&with_status(dynamic(), ready_status()), None, &cfg()),
-        GroupStep::Done
-    );
-}
-
-#[test]
 fn h36_group_credentials_from_annotations() {
     let c = annotate(
         dynamic(),
@@ -445,23 +412,6 @@ fn h37_group_class_lookup() {
     assert_eq!(
         f.reason,
         EventReason::GroupSnapshotContentCheckandUpdateFailed
-    );
-}
-
-#[test]
-fn h38_other_drivers_are_ignored() {
-    let mut c = dynamic();
-    c.spec.driver = "other".into();
-    assert_eq!(decide_group(&c, None, &cfg()), GroupStep::Ignore);
-    let mut cls = class(&[]);
-    cls.driver = "other".into();
-    assert_eq!(
-        decide_group(&dynamic(), Some(&cls), &cfg()),
-        GroupStep::Ignore
-    );
-    assert_eq!(
-        decide_group(&VolumeGroupSnapshotContent::default(), None, &cfg()),
-        GroupStep::Ignore
     );
 }
 
