@@ -11,7 +11,10 @@ use csi_snapshotter::k8s::types::{
 };
 use csi_snapshotter::reconcile::content::decide;
 use csi_snapshotter::reconcile::group::decide_group;
-use csi_snapshotter::reconcile::{Decision, ReconcileConfig, patch};
+use csi_snapshotter::reconcile::messages::Attempt;
+use csi_snapshotter::reconcile::{
+    CreateMark, Decision, ReconcileConfig, patch, requeue_after_success,
+};
 
 use serde_json::{Value, json};
 
@@ -31,10 +34,14 @@ enum Outcome {
         csi_delete: bool,
         remove_finalizer: Option<Value>,
     },
+    Create {
+        attempt: Attempt,
+        marks_in_flight: bool,
+    },
     Other(&'static str),
 }
 
-fn outcome<C, P, X>(d: &Decision<C, P, X>) -> Outcome {
+fn outcome<C: CreateMark, P, X>(d: &Decision<C, P, X>) -> Outcome {
     match d {
         Decision::Ignore => Outcome::Ignore,
         Decision::Done => Outcome::Done,
@@ -45,6 +52,10 @@ fn outcome<C, P, X>(d: &Decision<C, P, X>) -> Outcome {
         Decision::Delete(plan) => Outcome::Delete {
             csi_delete: plan.csi_delete.is_some(),
             remove_finalizer: plan.remove_finalizer.as_ref().map(|p| p.to_value()),
+        },
+        Decision::Create(plan) => Outcome::Create {
+            attempt: plan.attempt(),
+            marks_in_flight: plan.mark_in_flight().is_some(),
         },
         other => Outcome::Other(other.name()),
     }
@@ -71,8 +82,12 @@ struct Kind {
     being_created: &'static str,
     being_deleted: &'static str,
     finalizer: &'static str,
+    /// The class name its dynamic content names.
+    class_name: &'static str,
     /// `decide` of the kind, on JSON content and an optional JSON class.
     decide: fn(&Value, Option<&Value>) -> Outcome,
+    /// `requeue_after_success` of the kind, on JSON content.
+    requeue: fn(&Value) -> bool,
 }
 
 fn cfg() -> ReconcileConfig {
@@ -108,6 +123,11 @@ const KINDS: [Kind; 2] = [
         being_created: keys::ANN_VS_BEING_CREATED,
         being_deleted: keys::ANN_VS_BEING_DELETED,
         finalizer: keys::FINALIZER_VSC,
+        class_name: "default-class",
+        requeue: |content| {
+            let content: VolumeSnapshotContent = serde_json::from_value(content.clone()).unwrap();
+            requeue_after_success(&content)
+        },
         decide: |content, class| {
             let content: VolumeSnapshotContent = serde_json::from_value(content.clone()).unwrap();
             let class: Option<VolumeSnapshotClass> =
@@ -140,6 +160,12 @@ const KINDS: [Kind; 2] = [
         being_created: keys::ANN_VGS_BEING_CREATED,
         being_deleted: keys::ANN_VGS_BEING_DELETED,
         finalizer: keys::FINALIZER_VGSC,
+        class_name: "group-class",
+        requeue: |content| {
+            let content: VolumeGroupSnapshotContent =
+                serde_json::from_value(content.clone()).unwrap();
+            requeue_after_success(&content)
+        },
         decide: |content, class| {
             let content: VolumeGroupSnapshotContent =
                 serde_json::from_value(content.clone()).unwrap();
@@ -171,7 +197,7 @@ impl Kind {
     }
 
     fn class_of_driver(&self, driver: &str) -> Value {
-        json!({"metadata": {"name": "class"}, "driver": driver, "deletionPolicy": "Delete"})
+        json!({"metadata": {"name": self.class_name}, "driver": driver, "deletionPolicy": "Delete"})
     }
 
     fn decide(&self, content: &Value, class: Option<&Value>) -> Outcome {
@@ -256,6 +282,41 @@ fn other_drivers_are_ignored() {
             k.decide(&(k.dynamic)(), None),
             Outcome::Ignore,
             "{}",
+            k.name
+        );
+    }
+}
+
+#[test]
+fn a_dynamic_content_not_ready_yet_is_created_again_and_requeued_until_ready() {
+    for k in &KINDS {
+        let class = k.class_of_driver(DRIVER);
+        // The first attempt marks the content as being created.
+        assert_eq!(
+            k.decide(&(k.dynamic)(), Some(&class)),
+            Outcome::Create {
+                attempt: Attempt::First,
+                marks_in_flight: true
+            },
+            "{}",
+            k.name
+        );
+        let mut not_ready = k.annotate(k.ready(), k.being_created);
+        not_ready["status"]["readyToUse"] = json!(false);
+        assert_eq!(
+            k.decide(&not_ready, Some(&class)),
+            Outcome::Create {
+                attempt: Attempt::Recheck,
+                marks_in_flight: false
+            },
+            "{}",
+            k.name
+        );
+        assert!((k.requeue)(&not_ready), "{}: not ready yet", k.name);
+        assert!(!(k.requeue)(&k.ready()), "{}: ready", k.name);
+        assert!(
+            (k.requeue)(&k.being_deleted(k.ready())),
+            "{}: ready, but a deletion waits",
             k.name
         );
     }

@@ -497,18 +497,3 @@ fn h41_empty_ids_and_handle_fallbacks() {
         Err(GroupInputError::MissingHandle(_))
     ));
 }
-
-#[test]
-fn not_ready_dynamic_group_is_created_again() {
-    let c = with_status(
-        dynamic(),
-        VolumeGroupSnapshotContentStatus {
-            ready_to_use: Some(false),
-            ..Default::default()
-        },
-    );
-    let GroupStep::Create(plan) = decide_group(&c, Some(&class(&[])), &cfg()) else {
-        panic!("expected a re-create");
-    };
-    assert_eq!(plan.attempt, Attempt::Recheck);
-}
