@@ -159,9 +159,44 @@ pub struct VersionError {
 }
 
 /// The last-seen version (and object) per name, compared as integers.
+///
+/// Every tracked object has an entry (the store is seeded from the whole
+/// cache), so an entry is kept small: the name as a boxed `str` and the
+/// version as the integer the API server writes.
 #[derive(Debug, Clone)]
 pub struct VersionStore<T> {
-    entries: HashMap<String, (String, T)>,
+    entries: HashMap<Box<str>, (StoredVersion, T)>,
+}
+
+/// A stored resourceVersion: an integer, or the text of one that is not
+/// (kept to be reported when it is compared).
+#[derive(Debug, Clone)]
+enum StoredVersion {
+    Number(u64),
+    Text(Box<str>),
+}
+
+impl StoredVersion {
+    fn of(rv: &str) -> Self {
+        match rv.parse::<u64>() {
+            Ok(n) => StoredVersion::Number(n),
+            Err(_) => StoredVersion::Text(rv.into()),
+        }
+    }
+
+    fn number(&self) -> Option<u64> {
+        match self {
+            StoredVersion::Number(n) => Some(*n),
+            StoredVersion::Text(_) => None,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            StoredVersion::Number(n) => n.to_string(),
+            StoredVersion::Text(t) => t.to_string(),
+        }
+    }
 }
 
 impl<T> Default for VersionStore<T> {
@@ -182,35 +217,37 @@ impl<T: Clone> VersionStore<T> {
     /// sighting is always stored. With an entry present, an unparsable
     /// version on either side is an error (the event is skipped).
     pub fn observe(&mut self, name: &str, rv: &str, obj: &T) -> Result<Freshness<T>, VersionError> {
-        if let Some((stored_rv, stored)) = self.entries.get(name) {
-            let parse = |s: &str| s.parse::<u64>().ok();
-            let (Some(old), Some(new)) = (parse(stored_rv), parse(rv)) else {
+        let incoming = StoredVersion::of(rv);
+        if let Some((stored_rv, stored)) = self.entries.get_mut(name) {
+            let (Some(old), Some(new)) = (stored_rv.number(), incoming.number()) else {
                 return Err(VersionError {
                     name: name.to_owned(),
-                    stored: stored_rv.clone(),
+                    stored: stored_rv.text(),
                     new: rv.to_owned(),
                 });
             };
             if old > new {
                 return Ok(Freshness::Stale(stored.clone()));
             }
-            if old == new {
-                // The same version: keep the caller's value (it may be
-                // lighter than a stored reply of the same version).
-                self.entries
-                    .insert(name.to_owned(), (rv.to_owned(), obj.clone()));
-                return Ok(Freshness::Current);
-            }
+            // Newer, or the same version: keep the caller's value (it may
+            // be lighter than a stored reply of the same version).
+            *stored_rv = incoming;
+            *stored = obj.clone();
+            return Ok(Freshness::Current);
         }
-        self.entries
-            .insert(name.to_owned(), (rv.to_owned(), obj.clone()));
+        self.entries.insert(name.into(), (incoming, obj.clone()));
         Ok(Freshness::Current)
     }
 
     /// Records the API server's reply to one of the sidecar's own writes.
     pub fn record_write(&mut self, name: &str, rv: &str, obj: &T) {
-        self.entries
-            .insert(name.to_owned(), (rv.to_owned(), obj.clone()));
+        let version = StoredVersion::of(rv);
+        match self.entries.get_mut(name) {
+            Some(entry) => *entry = (version, obj.clone()),
+            None => {
+                self.entries.insert(name.into(), (version, obj.clone()));
+            }
+        }
     }
 
     /// Replaces the value stored for `name`, keeping its version (no-op
@@ -569,10 +606,20 @@ mod tests {
         assert_eq!(s.observe("a", "2", &2), Ok(Freshness::Current));
         assert_eq!(s.observe("a", "1", &1), Ok(Freshness::Stale(2)));
         assert_eq!(s.observe("a", "10", &10), Ok(Freshness::Current));
-        assert!(s.observe("a", "xxx", &0).is_err());
+        let err = |name: &str, stored: &str, new: &str| VersionError {
+            name: name.into(),
+            stored: stored.into(),
+            new: new.into(),
+        };
+        assert_eq!(s.observe("a", "xxx", &0), Err(err("a", "10", "xxx")));
+        // A refused version leaves the entry as it was.
+        assert_eq!(s.observe("a", "9", &9), Ok(Freshness::Stale(10)));
         // a first sighting is stored whatever it looks like
         assert_eq!(s.observe("b", "xxx", &0), Ok(Freshness::Current));
-        assert!(s.observe("b", "3", &3).is_err());
+        assert_eq!(s.observe("b", "3", &3), Err(err("b", "xxx", "3")));
+        // A write's reply replaces it with a comparable version.
+        s.record_write("b", "4", &4);
+        assert_eq!(s.observe("b", "3", &3), Ok(Freshness::Stale(4)));
     }
 
     #[test]
