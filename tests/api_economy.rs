@@ -179,12 +179,8 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 /// Waits until the controller's cache holds exactly the server's objects,
 /// at the server's versions, and its queue has nothing left to do: every
 /// watch event the writes caused has been seen and handled.
-async fn settle<K>(
-    server: &ApiServer,
-    resource: &str,
-    cache: &Cache<Lenient<K>>,
-    queue: &WorkQueue<String>,
-) where
+async fn settle<K>(server: &ApiServer, resource: &str, cache: &Cache<Lenient<K>>, queue: &WorkQueue)
+where
     K: Resource + serde::Serialize + serde::de::DeserializeOwned,
     Lenient<K>: serde::Serialize + serde::de::DeserializeOwned,
 {

@@ -659,3 +659,22 @@ async fn marking_a_create_in_flight_never_drops_an_annotation_added_meanwhile() 
     assert!(h.driver.snapshots().is_empty());
     assert_eq!(h.events_for(NAME).await, vec![]);
 }
+
+#[tokio::test]
+async fn version_store_keeps_an_entry_only_while_a_write_is_ahead_of_the_cache() {
+    let h = Harness::new().await;
+    h.create_class("default-class", json!({})).await;
+    h.create(dynamic(NAME)).await;
+    // The create writes three times; the cache still holds the copy that
+    // was read, so the last write's version is kept to skip older events.
+    assert_eq!(h.sync(NAME).await, Outcome::Forget);
+    assert!(h.ctrl().is_tracked(NAME));
+    // Once the cache delivered that write, a pass with nothing to do
+    // leaves no entry behind.
+    assert_eq!(h.sync(NAME).await, Outcome::Forget);
+    assert!(!h.ctrl().is_tracked(NAME));
+    // The next pass is a first sighting again, and still does nothing.
+    let creates = h.driver.snapshots().len();
+    assert_eq!(h.sync(NAME).await, Outcome::Forget);
+    assert_eq!(h.driver.snapshots().len(), creates);
+}

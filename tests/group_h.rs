@@ -535,7 +535,7 @@ async fn h39_worker_store_follows_the_cache() {
         Default::default(),
     );
     let workers = h.ctrl.spawn_workers(&queue, 1);
-    queue.add("missing".to_string());
+    queue.add("missing".into());
     tokio::time::timeout(group_support::WAIT, async {
         while !queue.is_empty() {
             tokio::task::yield_now().await;
@@ -545,7 +545,7 @@ async fn h39_worker_store_follows_the_cache() {
     .await
     .expect("queue drained");
     assert_eq!(queue.delayed_len(), 0);
-    assert_eq!(queue.num_requeues(&"missing".to_string()), 0);
+    assert_eq!(queue.num_requeues(&"missing".into()), 0);
     queue.shutdown();
     for w in workers {
         w.await.unwrap();

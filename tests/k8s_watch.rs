@@ -352,7 +352,7 @@ async fn intake_enqueues_adds_deletes_and_only_wanted_updates() {
         .await
         .expect("api server");
     let client = server.client().await;
-    let queue: WorkQueue<String> = WorkQueue::new("csi-snapshotter-content", Backoff::default());
+    let queue: WorkQueue = WorkQueue::new("csi-snapshotter-content", Backoff::default());
     let informer = Informer::new(Api::<Vsc>::all(client.clone()), WatchOptions::default());
     let cache = informer.cache();
     // Only label changes are wanted in this test.
@@ -368,7 +368,7 @@ async fn intake_enqueues_adds_deletes_and_only_wanted_updates() {
         .await
         .expect("add enqueued")
         .unwrap();
-    assert_eq!(first.key(), "c1");
+    assert_eq!(&**first.key(), "c1");
     first.done();
 
     let api: Api<VolumeSnapshotContent> = Api::all(client);
@@ -399,7 +399,7 @@ async fn intake_enqueues_adds_deletes_and_only_wanted_updates() {
         .await
         .expect("update enqueued")
         .unwrap();
-    assert_eq!(second.key(), "c1");
+    assert_eq!(&**second.key(), "c1");
     second.done();
 
     api.delete("c1", &DeleteParams::default()).await.unwrap();
@@ -407,5 +407,5 @@ async fn intake_enqueues_adds_deletes_and_only_wanted_updates() {
         .await
         .expect("delete enqueued")
         .unwrap();
-    assert_eq!(third.key(), "c1");
+    assert_eq!(&**third.key(), "c1");
 }

@@ -8,7 +8,7 @@ use std::future::Future;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Resource};
 
-use crate::controller::queue::WorkQueue;
+use crate::controller::queue::{Key, WorkQueue};
 use crate::csi::driver::Secrets;
 use crate::k8s::event::{EventRecorder, object_ref};
 use crate::reconcile::messages::Warning;
@@ -75,9 +75,9 @@ pub fn emit_warning<K: Resource<DynamicType = ()>>(
 
 /// One worker: takes keys from `queue` until it shuts down and feeds each to
 /// `sync`; `Requeue` re-adds the key with backoff, `Forget` resets it.
-pub async fn run_worker<F, Fut>(queue: WorkQueue<String>, sync: F)
+pub async fn run_worker<F, Fut>(queue: WorkQueue<Key>, sync: F)
 where
-    F: Fn(String) -> Fut,
+    F: Fn(Key) -> Fut,
     Fut: Future<Output = Outcome>,
 {
     while let Some(claimed) = queue.get().await {

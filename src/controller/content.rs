@@ -58,7 +58,7 @@ impl Kind for Contents {
         should_enqueue_update(old, new)
     }
 
-    /// Only this driver's contents are seeded and checked (spec C.1).
+    /// Only this driver's contents are version-checked and synced (spec C.1).
     fn tracks(
         obj: &VolumeSnapshotContent,
         class: Option<&VolumeSnapshotClass>,

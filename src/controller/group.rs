@@ -53,7 +53,7 @@ impl Kind for GroupContents {
     // are visible (spec B.5).
     const CLASSES_SELECTED: bool = true;
 
-    // Every update is enqueued, and every VGSC is seeded and checked, of any
+    // Every update is enqueued, and every VGSC is version-checked, of any
     // driver (spec D.1; the defaults): the driver filter is in
     // [`decide_group`].
 

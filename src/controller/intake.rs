@@ -7,13 +7,13 @@
 
 use kube::Resource;
 
-use crate::controller::queue::WorkQueue;
+use crate::controller::queue::{Key, WorkQueue};
 use crate::k8s::watch::Notification;
 
 /// A handler that enqueues every add, delete, and every update for which
 /// `should_enqueue_update(old, new)` holds.
 pub fn enqueue_when<K, P>(
-    queue: WorkQueue<String>,
+    queue: WorkQueue<Key>,
     should_enqueue_update: P,
 ) -> impl Fn(Notification<K>) + Send + Sync
 where
@@ -26,14 +26,14 @@ where
             Notification::Update { old, new } => should_enqueue_update(old, new),
         };
         if wanted && let Some(name) = n.name() {
-            queue.add(name.to_string());
+            queue.add(Key::from(name));
         }
     }
 }
 
 /// A handler that enqueues every notification.
 pub fn enqueue_always<K: Resource>(
-    queue: WorkQueue<String>,
+    queue: WorkQueue<Key>,
 ) -> impl Fn(Notification<K>) + Send + Sync {
     enqueue_when(queue, |_: &K, _: &K| true)
 }

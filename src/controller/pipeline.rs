@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controller::common::{Outcome, SecretError, emit_warning, fetch_secrets, run_worker};
 use crate::controller::intake::enqueue_when;
-use crate::controller::queue::{Backoff, WorkQueue};
+use crate::controller::queue::{Backoff, Key, WorkQueue};
 use crate::controller::queue_metrics::WorkQueueMetrics;
 use crate::csi::driver::{DriverCapabilities, Secrets, SnapshotDriver};
 use crate::csi::error::CsiError;
@@ -93,7 +93,7 @@ pub trait Kind: Debug + Send + Sync + 'static {
     fn should_enqueue_update(_: &Lenient<Self::Object>, _: &Lenient<Self::Object>) -> bool {
         true
     }
-    /// Whether the version store tracks the object (seeded and checked).
+    /// Whether the object is version-checked and synced at all.
     fn tracks(_: &Self::Object, _: Option<&ClassOf<Self>>, _: &str) -> bool {
         true
     }
@@ -244,21 +244,6 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
         self.versions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Seeds the version store with every cached object the kind tracks
-    /// (call once the caches have synced, spec C.1 step 3, D.1).
-    pub fn seed_versions(&self) {
-        self.contents.for_each(|obj| {
-            let Some(obj) = obj.as_ok() else { return };
-            if !K::tracks(obj, self.class_of(obj).as_deref(), &self.config.driver_name) {
-                return;
-            }
-            let rv = obj.meta().resource_version.clone().unwrap_or_default();
-            if let Err(e) = self.versions().observe(name_of(obj), &rv, &None) {
-                tracing::warn!(content = name_of(obj), error = %e, "Not seeding");
-            }
-        });
-    }
-
     /// The object cache the workers read (for inspection: tests wait on it
     /// to know which watch events the controller has seen).
     pub fn contents(&self) -> &Cache<Lenient<K::Object>> {
@@ -294,7 +279,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     /// down.
     pub fn spawn_workers(
         self: &Arc<Self>,
-        queue: &WorkQueue<String>,
+        queue: &WorkQueue<Key>,
         n: usize,
     ) -> Vec<JoinHandle<()>> {
         (0..n.max(1))
@@ -333,6 +318,7 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
         }
         let rv = obj.meta().resource_version.clone().unwrap_or_default();
         let fresh = self.versions().observe(name, &rv, &None);
+        let from_cache = matches!(fresh, Ok(Freshness::Current));
         let obj = match fresh {
             Ok(Freshness::Current) => Arc::new(obj),
             Ok(Freshness::Stale(Some(newer))) => {
@@ -369,8 +355,14 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
             // Nothing is pending, so no later pass needs the object the last
             // write returned: keep only its version (older events are still
             // skipped). Otherwise every object this sidecar wrote would hold
-            // a second, decoded copy here for as long as it exists.
-            self.versions().set_value(name, None);
+            // a second, decoded copy here for as long as it exists. When this
+            // pass wrote nothing and read the cache's own copy, not even the
+            // version is needed: a ready content that stays untouched costs
+            // no entry (100,000 of them would otherwise hold about 10 MiB).
+            let mut versions = self.versions();
+            if !(from_cache && versions.release(name, &rv)) {
+                versions.set_value(name, None);
+            }
         }
         outcome
     }
@@ -711,7 +703,7 @@ pub struct Running<K: Kind, D> {
     /// The executor (for inspection).
     pub controller: Arc<Pipeline<K, D>>,
     /// The kind's queue.
-    pub queue: WorkQueue<String>,
+    pub queue: WorkQueue<Key>,
     informers: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
 }
@@ -735,8 +727,7 @@ impl<K: Kind, D: SnapshotDriver> Running<K, D> {
 impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
     /// Starts the object and class informers feeding the queue
     /// [`Kind::QUEUE_NAME`] through the kind's update filter, waits for both
-    /// caches (or `stop`), seeds the version store and starts
-    /// `options.workers` workers. Returns `None` when `stop` fired before the
+    /// caches (or `stop`) and starts `options.workers` workers. Returns `None` when `stop` fired before the
     /// caches synced (no worker started). Registers the queue's metrics with
     /// `metrics`, if given.
     #[allow(clippy::too_many_arguments)]
@@ -801,7 +792,6 @@ impl<K: Kind, D: SnapshotDriver> Pipeline<K, D> {
             events,
             options.config,
         ));
-        controller.seed_versions();
         let workers = controller.spawn_workers(&queue, options.workers);
         tracing::info!(
             workers = options.workers.max(1),

@@ -8,6 +8,11 @@
 //! entries and unpacking is unambiguous. Packing is a byte-level
 //! substitution: it round-trips any input that has no raw bytes in that
 //! range, whatever its structure.
+//!
+//! UUIDs in their canonical text form (36 lowercase characters: object
+//! UIDs, the names derived from them, many drivers' snapshot handles) are
+//! kept as their 16 bytes behind the byte 0x00, which compact JSON never
+//! holds either.
 
 /// The fragments, most specific first (the first match at a position wins).
 /// Code `i + 1` stands for `DICT[i]`; at most 31 entries.
@@ -48,9 +53,21 @@ const DICT: [&[u8]; 31] = [
 /// Replaces dictionary fragments in `json` by their codes.
 pub fn pack(json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(json.len() / 2);
+    pack_into(json, &mut out);
+    out
+}
+
+/// [`pack`], appending to `out`.
+pub fn pack_into(json: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < json.len() {
         let rest = &json[i..];
+        if let Some(bytes) = uuid_at(rest) {
+            out.push(UUID);
+            out.extend_from_slice(&bytes);
+            i += UUID_TEXT;
+            continue;
+        }
         // Every fragment starts with a quote: only quotes can begin a match.
         let hit = if rest[0] == b'"' {
             DICT.iter().position(|frag| rest.starts_with(frag))
@@ -69,13 +86,61 @@ pub fn pack(json: &[u8]) -> Vec<u8> {
             }
         }
     }
-    out
+}
+
+/// The code that precedes the 16 bytes of a packed UUID.
+const UUID: u8 = 0;
+/// Length of a UUID's canonical text form.
+const UUID_TEXT: usize = 36;
+/// Offsets of the dashes in that form.
+const UUID_DASHES: [usize; 4] = [8, 13, 18, 23];
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The 16 bytes of the canonical lowercase UUID that `rest` starts with.
+/// Upper-case digits do not match: they would not come back the same.
+fn uuid_at(rest: &[u8]) -> Option<[u8; 16]> {
+    let text = rest.get(..UUID_TEXT)?;
+    let mut bytes = [0u8; 16];
+    let mut nibble = 0;
+    for (i, &c) in text.iter().enumerate() {
+        if UUID_DASHES.contains(&i) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let v = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        bytes[nibble / 2] |= if nibble % 2 == 0 { v << 4 } else { v };
+        nibble += 1;
+    }
+    Some(bytes)
 }
 
 /// Expands the codes of [`pack`] back into the original bytes.
 pub fn unpack(packed: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(packed.len() * 2);
-    for &b in packed {
+    let mut i = 0;
+    while i < packed.len() {
+        let b = packed[i];
+        i += 1;
+        if b == UUID
+            && let Some(bytes) = packed.get(i..i + 16)
+        {
+            for (n, byte) in bytes.iter().enumerate() {
+                if matches!(n, 4 | 6 | 8 | 10) {
+                    // The dashes at text offsets 8, 13, 18 and 23.
+                    out.push(b'-');
+                }
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 0xf)]);
+            }
+            i += 16;
+            continue;
+        }
         match DICT.get(usize::from(b).wrapping_sub(1)) {
             Some(frag) if b != 0 => out.extend_from_slice(frag),
             _ => out.push(b),
@@ -140,6 +205,54 @@ mod tests {
             );
             assert_eq!(unpack(&pack(&json)), json, "{v}");
         }
+    }
+
+    #[test]
+    fn uuids_are_kept_as_bytes_and_come_back_the_same() {
+        let uid = "8c1f5a2e-5f3b-4f43-9d7e-0e7f3c2a1b9e";
+        let json = serde_json::to_vec(&json!({
+            "uid": uid, "name": format!("snapcontent-{uid}"), "handle": format!("{uid}x"),
+        }))
+        .unwrap();
+        let packed = pack(&json);
+        assert_eq!(unpack(&packed), json);
+        // Three UUIDs of 36 characters, each kept in 17 bytes.
+        assert_eq!(
+            packed.len() + 3 * (36 - 17),
+            pack_without_uuids(&json).len()
+        );
+        for text in [
+            "8C1F5A2E-5F3B-4F43-9D7E-0E7F3C2A1B9E",
+            "8c1f5a2e-5f3b-4f43-9d7e-0e7f3c2a1b9",
+            "8c1f5a2e5f3b-4f43-9d7e-0e7f3c2a1b9e0",
+            "8c1f5a2g-5f3b-4f43-9d7e-0e7f3c2a1b9e",
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "8c1f5a2e-5f3b-4f43-9d7e-0e7f3c2a1b9e8c1f5a2e-5f3b-4f43-9d7e-0e7f3c2a1b9e",
+        ] {
+            let json = serde_json::to_vec(&json!({ "v": text })).unwrap();
+            assert_eq!(unpack(&pack(&json)), json, "{text}");
+        }
+    }
+
+    /// The dictionary substitution alone.
+    fn pack_without_uuids(json: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < json.len() {
+            let rest = &json[i..];
+            match DICT.iter().position(|frag| rest.starts_with(frag)) {
+                Some(code) => {
+                    out.push(code as u8 + 1);
+                    i += DICT[code].len();
+                }
+                None => {
+                    out.push(rest[0]);
+                    i += 1;
+                }
+            }
+        }
+        out
     }
 
     #[test]

@@ -14,8 +14,10 @@
 //!   lenient wrapper type (e.g. `Lenient<T>`) so one bad object cannot break
 //!   the list.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -75,42 +77,96 @@ pub struct WatchOptions {
     pub resync_period: Option<Duration>,
 }
 
-/// One cached object. Objects are kept as their compact JSON, packed (see
-/// [`compact`]): about a quarter of the size of the decoded struct (no empty
-/// `Option` slots, no map nodes, no repeated key names), which is what keeps
-/// 10,000 cached contents within the memory budget. An object that cannot be
-/// encoded (a malformed one) is kept as is.
+/// One cached object and its name. Objects are kept as their compact JSON,
+/// packed (see [`compact`]): about a quarter of the size of the decoded
+/// struct (no empty `Option` slots, no map nodes, no repeated key names),
+/// which is what keeps 10,000 cached contents within the memory budget. The
+/// name shares that one allocation, so a cached object costs one heap block
+/// and one 24-byte table slot. An object that cannot be encoded (a
+/// malformed one), or whose name is too long for the length prefix, is kept
+/// as is.
 enum Stored<K> {
+    /// `[name length, u16 little-endian][name][packed compact JSON]`.
     Encoded(Box<[u8]>),
-    Decoded(Arc<K>),
+    /// The name and the object.
+    Decoded(Box<(Box<str>, Arc<K>)>),
+}
+
+/// Bytes of the name-length prefix of [`Stored::Encoded`].
+const NAME_PREFIX: usize = 2;
+
+impl<K> Stored<K> {
+    fn name(&self) -> &str {
+        match self {
+            Stored::Encoded(bytes) => {
+                let len = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+                // Written from a `&str` by `Stored::new`, so always UTF-8.
+                std::str::from_utf8(&bytes[NAME_PREFIX..NAME_PREFIX + len]).unwrap_or_default()
+            }
+            Stored::Decoded(entry) => &entry.0,
+        }
+    }
 }
 
 impl<K: Serialize + DeserializeOwned> Stored<K> {
-    fn new(obj: &Arc<K>) -> Stored<K> {
-        match serde_json::to_vec(&**obj) {
-            Ok(v) => Stored::Encoded(compact::pack(&v).into_boxed_slice()),
-            Err(_) => Stored::Decoded(Arc::clone(obj)),
+    fn new(name: String, obj: &Arc<K>) -> Stored<K> {
+        let encoded = serde_json::to_vec(&**obj).ok();
+        match (encoded, u16::try_from(name.len())) {
+            (Some(json), Ok(len)) => {
+                let mut bytes = Vec::with_capacity(NAME_PREFIX + name.len() + json.len() / 2);
+                bytes.extend_from_slice(&len.to_le_bytes());
+                bytes.extend_from_slice(name.as_bytes());
+                compact::pack_into(&json, &mut bytes);
+                Stored::Encoded(bytes.into_boxed_slice())
+            }
+            _ => Stored::Decoded(Box::new((name.into_boxed_str(), Arc::clone(obj)))),
         }
     }
 
     fn object(&self) -> Option<Arc<K>> {
         match self {
-            Stored::Encoded(bytes) => match serde_json::from_slice(&compact::unpack(bytes)) {
-                Ok(obj) => Some(Arc::new(obj)),
-                Err(e) => {
-                    // Cannot happen for a type whose encoding round-trips;
-                    // treated as absent rather than a crash.
-                    tracing::error!(error = %e, "Cached object does not decode");
-                    None
+            Stored::Encoded(bytes) => {
+                let name_len = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+                let packed = &bytes[NAME_PREFIX + name_len..];
+                match serde_json::from_slice(&compact::unpack(packed)) {
+                    Ok(obj) => Some(Arc::new(obj)),
+                    Err(e) => {
+                        // Cannot happen for a type whose encoding round-trips;
+                        // treated as absent rather than a crash.
+                        tracing::error!(error = %e, "Cached object does not decode");
+                        None
+                    }
                 }
-            },
-            Stored::Decoded(obj) => Some(Arc::clone(obj)),
+            }
+            Stored::Decoded(entry) => Some(Arc::clone(&entry.1)),
         }
     }
 }
 
+/// Entries are told apart by name alone, so the set is a map by name.
+impl<K> PartialEq for Stored<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl<K> Eq for Stored<K> {}
+
+impl<K> Hash for Stored<K> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that lookups by `&str` find the entry.
+        self.name().hash(state);
+    }
+}
+
+impl<K> Borrow<str> for Stored<K> {
+    fn borrow(&self) -> &str {
+        self.name()
+    }
+}
+
 struct CacheInner<K> {
-    objects: RwLock<HashMap<String, Stored<K>>>,
+    objects: RwLock<HashSet<Stored<K>>>,
     synced: watch::Sender<bool>,
 }
 
@@ -147,20 +203,20 @@ impl<K> Cache<K> {
     pub fn new() -> Self {
         Cache {
             inner: Arc::new(CacheInner {
-                objects: RwLock::new(HashMap::new()),
+                objects: RwLock::new(HashSet::new()),
                 synced: watch::channel(false).0,
             }),
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Stored<K>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashSet<Stored<K>>> {
         self.inner
             .objects
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Stored<K>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<Stored<K>>> {
         self.inner
             .objects
             .write()
@@ -179,12 +235,12 @@ impl<K> Cache<K> {
 
     /// Whether `name` is cached (without decoding it).
     pub fn contains(&self, name: &str) -> bool {
-        self.read().contains_key(name)
+        self.read().contains(name)
     }
 
     /// The names of all cached objects, in no particular order.
     pub fn names(&self) -> Vec<String> {
-        self.read().keys().cloned().collect()
+        self.read().iter().map(|e| e.name().to_owned()).collect()
     }
 
     /// Whether the first full list has been stored.
@@ -213,7 +269,7 @@ impl<K: Serialize + DeserializeOwned> Cache<K> {
     /// All cached objects, in no particular order. This decodes every
     /// object at once; prefer [`for_each`](Self::for_each) for large caches.
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.read().values().filter_map(Stored::object).collect()
+        self.read().iter().filter_map(Stored::object).collect()
     }
 
     /// Calls `f` with each cached object, decoding one at a time, so at most
@@ -230,15 +286,20 @@ impl<K: Serialize + DeserializeOwned> Cache<K> {
 
     /// Stores `obj` under `name`; returns the object it replaced.
     pub fn insert(&self, name: String, obj: Arc<K>) -> Option<Arc<K>> {
-        let stored = Stored::new(&obj);
-        self.write()
-            .insert(name, stored)
-            .and_then(|old| old.object())
+        let stored = Stored::new(name, &obj);
+        self.write().replace(stored).and_then(|old| old.object())
     }
 
-    /// Removes `name`; returns the removed object.
+    /// Removes `name`; returns the removed object. A table left mostly
+    /// empty (after many deletions) gives its memory back.
     pub fn remove(&self, name: &str) -> Option<Arc<K>> {
-        self.write().remove(name).and_then(|old| old.object())
+        let mut objects = self.write();
+        let old = objects.take(name);
+        if objects.capacity() > 64 && objects.len() < objects.capacity() / 4 {
+            objects.shrink_to_fit();
+        }
+        drop(objects);
+        old.and_then(|old| old.object())
     }
 }
 
@@ -337,7 +398,9 @@ impl<K: Watched> Informer<K> {
                     Some(Err(e)) => tracing::warn!(kind, error = %e, "Watch failed, restarting"),
                     Some(Ok(Event::Init)) => {
                         tracing::debug!(kind, "Listing");
-                        relisting = Some(HashSet::new());
+                        // Only a re-list can find objects gone meanwhile; the
+                        // first list (an empty cache) needs no set of names.
+                        relisting = (!cache.is_empty()).then(HashSet::new);
                     }
                     Some(Ok(Event::InitApply(obj))) => {
                         if let (Some(seen), Some(name)) = (relisting.as_mut(), obj.meta().name.clone()) {
@@ -347,8 +410,13 @@ impl<K: Watched> Informer<K> {
                     }
                     Some(Ok(Event::InitDone)) => {
                         if let Some(seen) = relisting.take() {
-                            let gone: Vec<String> =
-                                cache.read().keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                            let gone: Vec<String> = cache
+                                .read()
+                                .iter()
+                                .map(Stored::name)
+                                .filter(|k| !seen.contains(*k))
+                                .map(str::to_owned)
+                                .collect();
                             for name in gone {
                                 if let Some(old) = cache.remove(&name) {
                                     handler(Notification::Delete(old));
@@ -384,19 +452,31 @@ impl<K: Watched> Informer<K> {
 
 fn apply<K: Resource + Serialize + DeserializeOwned>(
     cache: &Cache<K>,
-    mut obj: K,
+    obj: K,
     handler: &impl Fn(Notification<K>),
 ) {
-    let Some(name) = obj.meta().name.clone() else {
-        tracing::warn!("Ignoring a watched object without a name");
+    let Some((new, old)) = store(cache, obj) else {
         return;
     };
-    make_lean(&mut obj);
-    let new = Arc::new(obj);
-    match cache.insert(name, new.clone()) {
+    match old {
         Some(old) => handler(Notification::Update { old, new }),
         None => handler(Notification::Add(new)),
     }
+}
+
+/// Stores a lean `obj`; returns it and the object it replaced.
+fn store<K: Resource + Serialize + DeserializeOwned>(
+    cache: &Cache<K>,
+    mut obj: K,
+) -> Option<(Arc<K>, Option<Arc<K>>)> {
+    let Some(name) = obj.meta().name.clone() else {
+        tracing::warn!("Ignoring a watched object without a name");
+        return None;
+    };
+    make_lean(&mut obj);
+    let new = Arc::new(obj);
+    let old = cache.insert(name, new.clone());
+    Some((new, old))
 }
 
 #[cfg(test)]

@@ -160,9 +160,13 @@ pub struct VersionError {
 
 /// The last-seen version (and object) per name, compared as integers.
 ///
-/// Every tracked object has an entry (the store is seeded from the whole
-/// cache), so an entry is kept small: the name as a boxed `str` and the
-/// version as the integer the API server writes.
+/// Upstream seeds it with every cached object once the caches synced and
+/// keeps every entry. Here an entry lives only while the sidecar's own
+/// writes are ahead of the cache or work is pending (see
+/// [`release`](Self::release)): an informer's versions only go forward, so
+/// an entry equal to the cached version can skip nothing, and the store
+/// stays small however many objects are cached. An entry is kept small: the name as a boxed
+/// `str` and the version as the integer the API server writes.
 #[derive(Debug, Clone)]
 pub struct VersionStore<T> {
     entries: HashMap<Box<str>, (StoredVersion, T)>,
@@ -263,6 +267,27 @@ impl<T: Clone> VersionStore<T> {
         self.entries.values().map(|(_, v)| v)
     }
 
+    /// Drops the entry of `name` when it holds version `rv`: the caller has
+    /// just processed that version from its cache, so the entry says
+    /// nothing the cache does not (an informer's versions only go forward)
+    /// until the sidecar writes again. An entry ahead of `rv` (a write the
+    /// cache has not delivered yet) is kept. Returns whether it was dropped.
+    pub fn release(&mut self, name: &str, rv: &str) -> bool {
+        let caught_up = self.entries.get(name).is_some_and(|(stored, _)| {
+            match (stored.number(), rv.parse::<u64>()) {
+                (Some(stored), Ok(seen)) => stored == seen,
+                _ => false,
+            }
+        });
+        if caught_up {
+            self.entries.remove(name);
+            if self.entries.capacity() > 64 && self.entries.len() < self.entries.capacity() / 4 {
+                self.entries.shrink_to_fit();
+            }
+        }
+        caught_up
+    }
+
     /// Forgets an object that left the cache.
     pub fn remove(&mut self, name: &str) -> Option<T> {
         self.entries.remove(name).map(|(_, o)| o)
@@ -305,6 +330,23 @@ mod tests {
             driver: driver.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn release_drops_only_an_entry_the_cache_has_caught_up_with() {
+        let mut store: VersionStore<Option<u8>> = VersionStore::new();
+        store.observe("a", "5", &None).unwrap();
+        store.record_write("b", "9", &Some(1));
+        store.observe("c", "abc", &None).unwrap();
+        assert!(store.release("a", "5"));
+        assert!(!store.contains("a"));
+        // A write ahead of the processed copy is kept.
+        assert!(!store.release("b", "8"));
+        assert!(store.contains("b"));
+        // Versions that are not integers are never taken as equal.
+        assert!(!store.release("c", "abc"));
+        assert!(!store.release("missing", "1"));
+        assert_eq!(store.len(), 2);
     }
 
     #[test]
