@@ -81,12 +81,14 @@ pub struct WatchOptions {
 /// packed (see [`compact`]): about a quarter of the size of the decoded
 /// struct (no empty `Option` slots, no map nodes, no repeated key names),
 /// which is what keeps 10,000 cached contents within the memory budget. The
-/// name shares that one allocation, so a cached object costs one heap block
-/// and one 24-byte table slot. An object that cannot be encoded (a
-/// malformed one), or whose name is too long for the length prefix, is kept
-/// as is.
+/// name shares that one allocation, and is not kept a second time inside
+/// the JSON, so a cached object costs one heap block and one table slot. An
+/// object that cannot be encoded (a malformed one), or whose name is too
+/// long for the length prefix, is kept as is.
 enum Stored<K> {
-    /// `[name length, u16 little-endian][name][packed compact JSON]`.
+    /// `[name length, u16 LE][name][cut, u32 LE][packed compact JSON]`: the
+    /// JSON's `"name":<name>` member was taken out at packed offset `cut`
+    /// (`NO_CUT`: the JSON holds it).
     Encoded(Box<[u8]>),
     /// The name and the object.
     Decoded(Box<(Box<str>, Arc<K>)>),
@@ -94,6 +96,19 @@ enum Stored<K> {
 
 /// Bytes of the name-length prefix of [`Stored::Encoded`].
 const NAME_PREFIX: usize = 2;
+/// Bytes of the cut offset that follows the name.
+const CUT: usize = 4;
+/// The cut of JSON that kept its name member.
+const NO_CUT: u32 = u32::MAX;
+
+/// The JSON member that holds `name` (`"name":"…"`), as `serde_json`
+/// writes it.
+fn name_member(name: &str) -> Vec<u8> {
+    let mut member = b"\"name\":".to_vec();
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut member, name);
+    member
+}
 
 impl<K> Stored<K> {
     fn name(&self) -> &str {
@@ -113,31 +128,70 @@ impl<K: Serialize + DeserializeOwned> Stored<K> {
         let encoded = serde_json::to_vec(&**obj).ok();
         match (encoded, u16::try_from(name.len())) {
             (Some(json), Ok(len)) => {
-                let mut bytes = Vec::with_capacity(NAME_PREFIX + name.len() + json.len() / 2);
+                let mut bytes = Vec::with_capacity(NAME_PREFIX + name.len() + CUT + json.len() / 2);
                 bytes.extend_from_slice(&len.to_le_bytes());
                 bytes.extend_from_slice(name.as_bytes());
-                compact::pack_into(&json, &mut bytes);
+                let member = name_member(&name);
+                let at = json.windows(member.len()).position(|w| w == member);
+                match at {
+                    Some(at) => {
+                        let start = bytes.len() + CUT;
+                        bytes.extend_from_slice(&[0; CUT]);
+                        compact::pack_into(&json[..at], &mut bytes);
+                        let cut = u32::try_from(bytes.len() - start).unwrap_or(NO_CUT);
+                        bytes[start - CUT..start].copy_from_slice(&cut.to_le_bytes());
+                        if cut == NO_CUT {
+                            bytes.truncate(start);
+                            compact::pack_into(&json, &mut bytes);
+                        } else {
+                            compact::pack_into(&json[at + member.len()..], &mut bytes);
+                        }
+                    }
+                    None => {
+                        bytes.extend_from_slice(&NO_CUT.to_le_bytes());
+                        compact::pack_into(&json, &mut bytes);
+                    }
+                }
                 Stored::Encoded(bytes.into_boxed_slice())
             }
             _ => Stored::Decoded(Box::new((name.into_boxed_str(), Arc::clone(obj)))),
         }
     }
 
+    /// The object's compact JSON.
+    fn json(bytes: &[u8]) -> Vec<u8> {
+        let name_len = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+        let name_end = NAME_PREFIX + name_len;
+        let mut cut = [0; CUT];
+        cut.copy_from_slice(&bytes[name_end..name_end + CUT]);
+        let cut = u32::from_le_bytes(cut);
+        let packed = &bytes[name_end + CUT..];
+        match usize::try_from(cut)
+            .ok()
+            .filter(|&c| cut != NO_CUT && c <= packed.len())
+        {
+            Some(cut) => {
+                let name = std::str::from_utf8(&bytes[NAME_PREFIX..name_end]).unwrap_or_default();
+                let mut json = compact::unpack(&packed[..cut]);
+                json.extend_from_slice(&name_member(name));
+                json.extend_from_slice(&compact::unpack(&packed[cut..]));
+                json
+            }
+            None => compact::unpack(packed),
+        }
+    }
+
     fn object(&self) -> Option<Arc<K>> {
         match self {
-            Stored::Encoded(bytes) => {
-                let name_len = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
-                let packed = &bytes[NAME_PREFIX + name_len..];
-                match serde_json::from_slice(&compact::unpack(packed)) {
-                    Ok(obj) => Some(Arc::new(obj)),
-                    Err(e) => {
-                        // Cannot happen for a type whose encoding round-trips;
-                        // treated as absent rather than a crash.
-                        tracing::error!(error = %e, "Cached object does not decode");
-                        None
-                    }
+            Stored::Encoded(bytes) => match serde_json::from_slice(&Self::json(bytes)) {
+                Ok(obj) => Some(Arc::new(obj)),
+                Err(e) => {
+                    // Cannot happen for a type whose encoding round-trips;
+                    // treated as absent rather than a crash.
+                    tracing::error!(error = %e, "Cached object does not decode");
+                    None
                 }
-            }
+            },
             Stored::Decoded(entry) => Some(Arc::clone(&entry.1)),
         }
     }
@@ -512,6 +566,42 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec!["keep".to_string()]
         );
+    }
+
+    #[test]
+    fn cached_objects_come_back_the_same_with_the_name_kept_once() {
+        use serde_json::{Value, json};
+        let cache: Cache<Value> = Cache::new();
+        let uid = "8c1f5a2e-5f3b-4f43-9d7e-0e7f3c2a1b9e";
+        let objects = [
+            (
+                "c1",
+                json!({"metadata": {"name": "c1", "uid": uid}, "spec": {"driver": "d"}}),
+            ),
+            // A label named "name" with the same value comes first: it is
+            // the member taken out, and put back at the same place.
+            (
+                "c2",
+                json!({"metadata": {"labels": {"name": "c2"}, "name": "c2"}}),
+            ),
+            // Names that JSON escapes, and an object without its name.
+            ("q\"\\é", json!({"metadata": {"name": "q\"\\é"}})),
+            ("absent", json!({"metadata": {"uid": uid}})),
+            ("", json!({"metadata": {"name": ""}, "x": "\"name\":\"\""})),
+        ];
+        for (name, obj) in &objects {
+            cache.insert((*name).to_owned(), Arc::new(obj.clone()));
+        }
+        for (name, obj) in &objects {
+            assert_eq!(cache.get(name).as_deref(), Some(obj), "{name}");
+        }
+        let stored = cache.read();
+        let c1 = stored.get("c1").expect("c1");
+        let Stored::Encoded(bytes) = c1 else {
+            panic!("c1 not encoded")
+        };
+        // The name once in the prefix, not again in the packed JSON.
+        assert_eq!(bytes.windows(2).filter(|w| w == b"c1").count(), 1);
     }
 
     #[test]
