@@ -218,8 +218,30 @@ impl Probe<'_> {
 
     /// Creates the dynamic content `n` ([`vsc`]); returns the reply.
     async fn create_vsc(&mut self, n: &str) -> Value {
-        self.call("create", "POST", VSC, None, Some(vsc(n)), &[])
-            .await
+        self.post("create", VSC, vsc(n), &[]).await
+    }
+
+    /// Creates `body` in the collection `path`, recording what `look` names.
+    async fn post(&mut self, label: &str, path: &str, body: Value, look: &[&str]) -> Value {
+        self.call(label, "POST", path, None, Some(body), look).await
+    }
+
+    /// Replaces `path` with `body`, recording what `look` names.
+    async fn put(&mut self, label: &str, path: &str, body: Value, look: &[&str]) -> Value {
+        self.call(label, "PUT", path, None, Some(body), look).await
+    }
+
+    /// Patches `path` with `body` of content type `ct`, recording what
+    /// `look` names.
+    async fn patch(
+        &mut self,
+        label: &str,
+        path: &str,
+        ct: Option<&str>,
+        body: Value,
+        look: &[&str],
+    ) -> Value {
+        self.call(label, "PATCH", path, ct, Some(body), look).await
     }
 
     /// Reads `path`, recording what `look` names.
@@ -375,23 +397,15 @@ async fn create_returns_the_object_without_status(p: &mut Probe<'_>) {
         "?/metadata/creationTimestamp",
         "#managers",
     ];
-    p.call("create", "POST", VSC, None, Some(obj), &look).await;
-    p.call("get", "GET", &item(VSC, &n), None, None, &look)
-        .await;
+    p.post("create", VSC, obj, &look).await;
+    p.get("get", &item(VSC, &n), &look).await;
 }
 
 async fn create_twice_is_already_exists(p: &mut Probe<'_>) {
     let n = p.name("twice");
-    p.call("first", "POST", VSC, None, Some(vsc(&n)), &[]).await;
-    p.call(
-        "second",
-        "POST",
-        VSC,
-        None,
-        Some(vsc(&n)),
-        &["/details/name", "/details/kind"],
-    )
-    .await;
+    p.post("first", VSC, vsc(&n), &[]).await;
+    p.post("second", VSC, vsc(&n), &["/details/name", "/details/kind"])
+        .await;
 }
 
 async fn get_missing_is_not_found(p: &mut Probe<'_>) {
@@ -402,15 +416,8 @@ async fn get_missing_is_not_found(p: &mut Probe<'_>) {
 async fn create_without_driver_is_invalid(p: &mut Probe<'_>) {
     let mut obj = vsc(&p.name("nodriver"));
     obj["spec"].as_object_mut().unwrap().remove("driver");
-    p.call(
-        "create",
-        "POST",
-        VSC,
-        None,
-        Some(obj),
-        &["#causes", "/details/kind"],
-    )
-    .await;
+    p.post("create", VSC, obj, &["#causes", "/details/kind"])
+        .await;
 }
 
 async fn create_with_both_sources_is_invalid(p: &mut Probe<'_>) {
@@ -419,8 +426,7 @@ async fn create_with_both_sources_is_invalid(p: &mut Probe<'_>) {
         "/spec/source/snapshotHandle",
         json!("h"),
     );
-    p.call("create", "POST", VSC, None, Some(obj), &["#causes"])
-        .await;
+    p.post("create", VSC, obj, &["#causes"]).await;
 }
 
 async fn create_with_bad_deletion_policy_is_invalid(p: &mut Probe<'_>) {
@@ -429,43 +435,34 @@ async fn create_with_bad_deletion_policy_is_invalid(p: &mut Probe<'_>) {
         "/spec/deletionPolicy",
         json!("Keep"),
     );
-    p.call("create", "POST", VSC, None, Some(obj), &["#causes"])
-        .await;
+    p.post("create", VSC, obj, &["#causes"]).await;
 }
 
 async fn create_prunes_unknown_fields(p: &mut Probe<'_>) {
     let obj = with(vsc(&p.name("prune")), "/spec/surplus", json!("x"));
-    p.call(
-        "create",
-        "POST",
-        VSC,
-        None,
-        Some(obj),
-        &["?/spec/surplus", "/spec/driver"],
-    )
-    .await;
+    p.post("create", VSC, obj, &["?/spec/surplus", "/spec/driver"])
+        .await;
 }
 
 async fn create_with_uppercase_name_is_invalid(p: &mut Probe<'_>) {
     let obj = vsc(&format!("{}-Upper", p.prefix));
-    p.call("create", "POST", VSC, None, Some(obj), &["#causes"])
-        .await;
+    p.post("create", VSC, obj, &["#causes"]).await;
 }
 
 async fn create_with_mismatched_kind_is_bad_request(p: &mut Probe<'_>) {
     let obj = with(vsc(&p.name("kind")), "/kind", json!("VolumeSnapshotClass"));
-    p.call("create", "POST", VSC, None, Some(obj), &[]).await;
+    p.post("create", VSC, obj, &[]).await;
 }
 
 async fn create_with_malformed_json_is_bad_request(p: &mut Probe<'_>) {
     let raw = Value::String("{\"metadata\": {".into());
-    p.call("create", "POST", VSC, None, Some(raw), &[]).await;
+    p.post("create", VSC, raw, &[]).await;
 }
 
 async fn create_with_generate_name_gets_a_name(p: &mut Probe<'_>) {
     let mut obj = vsc("unused");
     obj["metadata"] = json!({"generateName": format!("{}-gen-", p.prefix)});
-    let body = p.call("create", "POST", VSC, None, Some(obj), &[]).await;
+    let body = p.post("create", VSC, obj, &[]).await;
     let name = body["metadata"]["name"].as_str().unwrap_or("");
     let shaped = name.starts_with(&format!("{}-gen-", p.prefix)) && name.len() > p.prefix.len() + 5;
     p.seen.push(format!(
@@ -476,16 +473,14 @@ async fn create_with_generate_name_gets_a_name(p: &mut Probe<'_>) {
 async fn dry_run_create_stores_nothing(p: &mut Probe<'_>) {
     let n = p.name("dryrun");
     let path = format!("{VSC}?dryRun=All");
-    p.call(
+    p.post(
         "create",
-        "POST",
         &path,
-        None,
-        Some(vsc(&n)),
+        vsc(&n),
         &["/metadata/name", "?/metadata/uid"],
     )
     .await;
-    p.call("get", "GET", &item(VSC, &n), None, None, &[]).await;
+    p.get("get", &item(VSC, &n), &[]).await;
 }
 
 async fn get_with_resource_version_zero(p: &mut Probe<'_>) {
@@ -504,26 +499,12 @@ async fn update_with_stale_version_conflicts(p: &mut Probe<'_>) {
         .await;
     let mut first = created.clone();
     first["metadata"]["labels"] = json!({"step": "one"});
-    p.call(
-        "update",
-        "PUT",
-        &item(VSC, &n),
-        None,
-        Some(first),
-        &["/metadata/labels"],
-    )
-    .await;
+    p.put("update", &item(VSC, &n), first, &["/metadata/labels"])
+        .await;
     let mut stale = created;
     stale["metadata"]["labels"] = json!({"step": "two"});
-    p.call(
-        "stale update",
-        "PUT",
-        &item(VSC, &n),
-        None,
-        Some(stale),
-        &["/details/kind"],
-    )
-    .await;
+    p.put("stale update", &item(VSC, &n), stale, &["/details/kind"])
+        .await;
 }
 
 async fn update_without_version_is_unconditional(p: &mut Probe<'_>) {
@@ -536,15 +517,8 @@ async fn update_without_version_is_unconditional(p: &mut Probe<'_>) {
         .unwrap()
         .remove("resourceVersion");
     obj["metadata"]["labels"] = json!({"a": "b"});
-    p.call(
-        "update",
-        "PUT",
-        &item(VSC, &n),
-        None,
-        Some(obj),
-        &["/metadata/labels"],
-    )
-    .await;
+    p.put("update", &item(VSC, &n), obj, &["/metadata/labels"])
+        .await;
 }
 
 async fn update_of_immutable_source_is_invalid(p: &mut Probe<'_>) {
@@ -553,15 +527,7 @@ async fn update_of_immutable_source_is_invalid(p: &mut Probe<'_>) {
         .call("create", "POST", VSC, None, Some(vsc(&n)), &[])
         .await;
     let changed = with(obj, "/spec/source/volumeHandle", json!("other"));
-    p.call(
-        "update",
-        "PUT",
-        &item(VSC, &n),
-        None,
-        Some(changed),
-        &["#causes"],
-    )
-    .await;
+    p.put("update", &item(VSC, &n), changed, &["#causes"]).await;
 }
 
 async fn update_of_main_resource_ignores_status(p: &mut Probe<'_>) {
@@ -570,12 +536,10 @@ async fn update_of_main_resource_ignores_status(p: &mut Probe<'_>) {
         .call("create", "POST", VSC, None, Some(vsc(&n)), &[])
         .await;
     let obj = with(obj, "/status", json!({"readyToUse": true}));
-    p.call(
+    p.put(
         "update",
-        "PUT",
         &item(VSC, &n),
-        None,
-        Some(obj),
+        obj,
         &["?/status", "/metadata/generation"],
     )
     .await;
@@ -599,8 +563,7 @@ async fn status_update_ignores_spec(p: &mut Probe<'_>) {
         "#managers",
     ];
     let path = format!("{}/status", item(VSC, &n));
-    p.call("status update", "PUT", &path, None, Some(obj), &look)
-        .await;
+    p.put("status update", &path, obj, &look).await;
 }
 
 async fn status_update_with_stale_version_conflicts(p: &mut Probe<'_>) {
@@ -610,32 +573,22 @@ async fn status_update_with_stale_version_conflicts(p: &mut Probe<'_>) {
         .await;
     let path = format!("{}/status", item(VSC, &n));
     let first = with(obj.clone(), "/status", json!({"readyToUse": false}));
-    p.call("first", "PUT", &path, None, Some(first), &["/status"])
-        .await;
+    p.put("first", &path, first, &["/status"]).await;
     let stale = with(obj, "/status", json!({"readyToUse": true}));
-    p.call("stale", "PUT", &path, None, Some(stale), &[]).await;
+    p.put("stale", &path, stale, &[]).await;
 }
 
 async fn status_of_a_missing_object_is_not_found(p: &mut Probe<'_>) {
     let path = format!("{}/status", item(VSC, &p.name("nostatus")));
     let patch = json!({"status": {"readyToUse": true}});
-    p.call("patch", "PATCH", &path, MERGE, Some(patch), &[])
-        .await;
+    p.patch("patch", &path, MERGE, patch, &[]).await;
 }
 
 async fn status_subresource_of_a_class_is_not_found(p: &mut Probe<'_>) {
     let n = p.name("class");
     let class = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
                        "metadata": {"name": n}, "driver": "diff.csi.k8s.io", "deletionPolicy": "Delete"});
-    p.call(
-        "create",
-        "POST",
-        VSCLASS,
-        None,
-        Some(class),
-        &["/deletionPolicy"],
-    )
-    .await;
+    p.post("create", VSCLASS, class, &["/deletionPolicy"]).await;
     let path = format!("{}/status", item(VSCLASS, &n));
     p.get("status", &path, &[]).await;
 }
@@ -643,8 +596,7 @@ async fn status_subresource_of_a_class_is_not_found(p: &mut Probe<'_>) {
 async fn class_with_bad_deletion_policy_is_invalid(p: &mut Probe<'_>) {
     let class = json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
                        "metadata": {"name": p.name("badclass")}, "driver": "d", "deletionPolicy": "Never"});
-    p.call("create", "POST", VSCLASS, None, Some(class), &["#causes"])
-        .await;
+    p.post("create", VSCLASS, class, &["#causes"]).await;
 }
 
 // ---- patch ----
@@ -661,20 +613,18 @@ async fn status_merge_patch_sets_status_only(p: &mut Probe<'_>) {
         "/metadata/generation",
         "#managers",
     ];
-    p.call("patch", "PATCH", &path, MERGE, Some(patch), &look)
-        .await;
+    p.patch("patch", &path, MERGE, patch, &look).await;
 }
 
 async fn merge_patch_of_labels_keeps_generation(p: &mut Probe<'_>) {
     let n = p.name("labels");
     p.create_vsc(&n).await;
     let patch = json!({"metadata": {"labels": {"a": "1"}}});
-    p.call(
+    p.patch(
         "patch",
-        "PATCH",
         &item(VSC, &n),
         MERGE,
-        Some(patch),
+        patch,
         &["/metadata/labels", "/metadata/generation"],
     )
     .await;
@@ -684,12 +634,11 @@ async fn merge_patch_of_spec_bumps_generation(p: &mut Probe<'_>) {
     let n = p.name("generation");
     p.create_vsc(&n).await;
     let patch = json!({"spec": {"deletionPolicy": "Retain"}});
-    p.call(
+    p.patch(
         "patch",
-        "PATCH",
         &item(VSC, &n),
         MERGE,
-        Some(patch),
+        patch,
         &["/spec/deletionPolicy", "/metadata/generation"],
     )
     .await;
@@ -701,28 +650,25 @@ async fn merge_patch_with_stale_version_conflicts(p: &mut Probe<'_>) {
         .call("create", "POST", VSC, None, Some(vsc(&n)), &[])
         .await;
     let rv = obj["metadata"]["resourceVersion"].clone();
-    p.call(
+    p.patch(
         "first",
-        "PATCH",
         &item(VSC, &n),
         MERGE,
-        Some(json!({"metadata": {"labels": {"x": "1"}}})),
+        json!({"metadata": {"labels": {"x": "1"}}}),
         &[],
     )
     .await;
     let stale = json!({"metadata": {"resourceVersion": rv, "labels": {"x": "2"}}});
-    p.call("stale", "PATCH", &item(VSC, &n), MERGE, Some(stale), &[])
-        .await;
+    p.patch("stale", &item(VSC, &n), MERGE, stale, &[]).await;
 }
 
 async fn merge_patch_of_a_missing_object_is_not_found(p: &mut Probe<'_>) {
     let path = item(VSC, &p.name("nopatch"));
-    p.call(
+    p.patch(
         "patch",
-        "PATCH",
         &path,
         MERGE,
-        Some(json!({"metadata": {"labels": {"a": "b"}}})),
+        json!({"metadata": {"labels": {"a": "b"}}}),
         &[],
     )
     .await;
@@ -732,22 +678,20 @@ async fn json_patch_adds_and_removes_an_annotation(p: &mut Probe<'_>) {
     let n = p.name("jsonpatch");
     p.create_vsc(&n).await;
     let add = json!([{"op": "add", "path": "/metadata/annotations", "value": {"a": "1"}}]);
-    p.call(
+    p.patch(
         "add",
-        "PATCH",
         &item(VSC, &n),
         JSON_PATCH,
-        Some(add),
+        add,
         &["/metadata/annotations"],
     )
     .await;
     let remove = json!([{"op": "remove", "path": "/metadata/annotations/a"}]);
-    p.call(
+    p.patch(
         "remove",
-        "PATCH",
         &item(VSC, &n),
         JSON_PATCH,
-        Some(remove),
+        remove,
         &["/metadata/annotations"],
     )
     .await;
@@ -758,39 +702,18 @@ async fn json_patch_failing_test_is_refused(p: &mut Probe<'_>) {
     p.create_vsc(&n).await;
     let patch = json!([{"op": "test", "path": "/spec/driver", "value": "other"},
                        {"op": "replace", "path": "/spec/deletionPolicy", "value": "Retain"}]);
-    p.call(
-        "patch",
-        "PATCH",
-        &item(VSC, &n),
-        JSON_PATCH,
-        Some(patch),
-        &[],
-    )
-    .await;
-    p.call(
-        "get",
-        "GET",
-        &item(VSC, &n),
-        None,
-        None,
-        &["/spec/deletionPolicy"],
-    )
-    .await;
+    p.patch("patch", &item(VSC, &n), JSON_PATCH, patch, &[])
+        .await;
+    p.get("get", &item(VSC, &n), &["/spec/deletionPolicy"])
+        .await;
 }
 
 async fn json_patch_removing_a_missing_path_is_refused(p: &mut Probe<'_>) {
     let n = p.name("jsonmissing");
     p.create_vsc(&n).await;
     let patch = json!([{"op": "remove", "path": "/metadata/annotations/none"}]);
-    p.call(
-        "patch",
-        "PATCH",
-        &item(VSC, &n),
-        JSON_PATCH,
-        Some(patch),
-        &[],
-    )
-    .await;
+    p.patch("patch", &item(VSC, &n), JSON_PATCH, patch, &[])
+        .await;
 }
 
 async fn json_patch_replacing_status_on_the_subresource(p: &mut Probe<'_>) {
@@ -798,33 +721,18 @@ async fn json_patch_replacing_status_on_the_subresource(p: &mut Probe<'_>) {
     p.create_vsc(&n).await;
     let path = format!("{}/status", item(VSC, &n));
     let patch = json!([{"op": "replace", "path": "/status", "value": {"readyToUse": true}}]);
-    p.call(
-        "replace",
-        "PATCH",
-        &path,
-        JSON_PATCH,
-        Some(patch),
-        &["/status"],
-    )
-    .await;
-    let patch = json!([{"op": "add", "path": "/status", "value": {"restoreSize": 3}}]);
-    p.call("add", "PATCH", &path, JSON_PATCH, Some(patch), &["/status"])
+    p.patch("replace", &path, JSON_PATCH, patch, &["/status"])
         .await;
+    let patch = json!([{"op": "add", "path": "/status", "value": {"restoreSize": 3}}]);
+    p.patch("add", &path, JSON_PATCH, patch, &["/status"]).await;
 }
 
 async fn json_patch_that_breaks_the_schema_is_invalid(p: &mut Probe<'_>) {
     let n = p.name("jsonschema");
     p.create_vsc(&n).await;
     let patch = json!([{"op": "replace", "path": "/spec/deletionPolicy", "value": 7}]);
-    p.call(
-        "patch",
-        "PATCH",
-        &item(VSC, &n),
-        JSON_PATCH,
-        Some(patch),
-        &["#causes"],
-    )
-    .await;
+    p.patch("patch", &item(VSC, &n), JSON_PATCH, patch, &["#causes"])
+        .await;
 }
 
 async fn strategic_merge_patch_of_a_custom_resource_is_unsupported(p: &mut Probe<'_>) {
@@ -832,8 +740,7 @@ async fn strategic_merge_patch_of_a_custom_resource_is_unsupported(p: &mut Probe
     p.create_vsc(&n).await;
     let patch = json!({"metadata": {"labels": {"a": "b"}}});
     let ct = Some("application/strategic-merge-patch+json");
-    p.call("patch", "PATCH", &item(VSC, &n), ct, Some(patch), &[])
-        .await;
+    p.patch("patch", &item(VSC, &n), ct, patch, &[]).await;
 }
 
 async fn unknown_content_type_is_unsupported(p: &mut Probe<'_>) {
@@ -853,30 +760,16 @@ async fn apply_patch_creates_and_records_the_manager(p: &mut Probe<'_>) {
     let n = p.name("apply");
     let path = format!("{}?fieldManager=differ", item(VSC, &n));
     let ct = Some("application/apply-patch+yaml");
-    p.call(
-        "apply",
-        "PATCH",
-        &path,
-        ct,
-        Some(vsc(&n)),
-        &["/spec/driver", "#managers"],
-    )
-    .await;
+    p.patch("apply", &path, ct, vsc(&n), &["/spec/driver", "#managers"])
+        .await;
     p.created.push(item(VSC, &n));
 }
 
 async fn apply_patch_without_field_manager_is_invalid(p: &mut Probe<'_>) {
     let n = p.name("applynomgr");
     let ct = Some("application/apply-patch+yaml");
-    p.call(
-        "apply",
-        "PATCH",
-        &item(VSC, &n),
-        ct,
-        Some(vsc(&n)),
-        &["#causes"],
-    )
-    .await;
+    p.patch("apply", &item(VSC, &n), ct, vsc(&n), &["#causes"])
+        .await;
 }
 
 // ---- finalizers and deletion ----
@@ -884,7 +777,7 @@ async fn apply_patch_without_field_manager_is_invalid(p: &mut Probe<'_>) {
 async fn delete_with_finalizer_waits_for_its_removal(p: &mut Probe<'_>) {
     let n = p.name("finalizer");
     let obj = with(vsc(&n), "/metadata/finalizers", json!(["example.com/hold"]));
-    p.call("create", "POST", VSC, None, Some(obj), &[]).await;
+    p.post("create", VSC, obj, &[]).await;
     let look = [
         "?/metadata/deletionTimestamp",
         "/metadata/finalizers",
@@ -892,48 +785,32 @@ async fn delete_with_finalizer_waits_for_its_removal(p: &mut Probe<'_>) {
     ];
     p.call("delete", "DELETE", &item(VSC, &n), None, None, &look)
         .await;
-    p.call("get", "GET", &item(VSC, &n), None, None, &look)
-        .await;
+    p.get("get", &item(VSC, &n), &look).await;
     p.call("delete again", "DELETE", &item(VSC, &n), None, None, &look)
         .await;
     let patch = json!({"metadata": {"finalizers": null}});
-    p.call("unhold", "PATCH", &item(VSC, &n), MERGE, Some(patch), &look)
-        .await;
-    p.call("gone", "GET", &item(VSC, &n), None, None, &[]).await;
+    p.patch("unhold", &item(VSC, &n), MERGE, patch, &look).await;
+    p.get("gone", &item(VSC, &n), &[]).await;
 }
 
 async fn no_new_finalizer_once_deleting(p: &mut Probe<'_>) {
     let n = p.name("nonew");
     let obj = with(vsc(&n), "/metadata/finalizers", json!(["example.com/hold"]));
-    p.call("create", "POST", VSC, None, Some(obj), &[]).await;
+    p.post("create", VSC, obj, &[]).await;
     p.call("delete", "DELETE", &item(VSC, &n), None, None, &[])
         .await;
     let patch = json!({"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}});
-    p.call(
-        "add finalizer",
-        "PATCH",
-        &item(VSC, &n),
-        MERGE,
-        Some(patch),
-        &["#causes"],
-    )
-    .await;
+    p.patch("add finalizer", &item(VSC, &n), MERGE, patch, &["#causes"])
+        .await;
     let patch = json!({"metadata": {"labels": {"still": "writable"}}});
-    p.call(
-        "label",
-        "PATCH",
-        &item(VSC, &n),
-        MERGE,
-        Some(patch),
-        &["/metadata/labels"],
-    )
-    .await;
+    p.patch("label", &item(VSC, &n), MERGE, patch, &["/metadata/labels"])
+        .await;
 }
 
 async fn deletion_timestamp_cannot_be_cleared(p: &mut Probe<'_>) {
     let n = p.name("keepdeleting");
     let obj = with(vsc(&n), "/metadata/finalizers", json!(["example.com/hold"]));
-    p.call("create", "POST", VSC, None, Some(obj), &[]).await;
+    p.post("create", VSC, obj, &[]).await;
     let mut obj = p
         .call("delete", "DELETE", &item(VSC, &n), None, None, &[])
         .await;
@@ -941,12 +818,10 @@ async fn deletion_timestamp_cannot_be_cleared(p: &mut Probe<'_>) {
         .as_object_mut()
         .unwrap()
         .remove("deletionTimestamp");
-    p.call(
+    p.put(
         "update",
-        "PUT",
         &item(VSC, &n),
-        None,
-        Some(obj),
+        obj,
         &["?/metadata/deletionTimestamp"],
     )
     .await;
@@ -964,7 +839,7 @@ async fn delete_without_finalizers_is_immediate(p: &mut Probe<'_>) {
         &["/metadata/name", "/kind"],
     )
     .await;
-    p.call("get", "GET", &item(VSC, &n), None, None, &[]).await;
+    p.get("get", &item(VSC, &n), &[]).await;
 }
 
 async fn delete_of_a_missing_object_is_not_found(p: &mut Probe<'_>) {
@@ -984,12 +859,11 @@ async fn delete_with_a_stale_precondition_conflicts(p: &mut Probe<'_>) {
     let obj = p
         .call("create", "POST", VSC, None, Some(vsc(&n)), &[])
         .await;
-    p.call(
+    p.patch(
         "label",
-        "PATCH",
         &item(VSC, &n),
         MERGE,
-        Some(json!({"metadata": {"labels": {"a": "b"}}})),
+        json!({"metadata": {"labels": {"a": "b"}}}),
         &[],
     )
     .await;
@@ -1021,7 +895,7 @@ async fn three_labelled(p: &mut Probe<'_>, tag: &str) {
         } else {
             json!({"run": p.prefix, "app": app})
         };
-        p.call("create", "POST", VSC, None, Some(obj), &[]).await;
+        p.post("create", VSC, obj, &[]).await;
     }
 }
 
@@ -1037,8 +911,7 @@ async fn list_with_label_selectors(p: &mut Probe<'_>) {
         ("absent", format!("run={run},!app")),
     ] {
         let path = format!("{VSC}?labelSelector={sel}");
-        p.call(label, "GET", &path, None, None, &["#names", "/kind"])
-            .await;
+        p.get(label, &path, &["#names", "/kind"]).await;
     }
 }
 
@@ -1114,12 +987,11 @@ async fn watch_from_a_version_sees_later_changes(p: &mut Probe<'_>) {
         .as_str()
         .unwrap_or("")
         .to_string();
-    p.call(
+    p.patch(
         "label",
-        "PATCH",
         &item(VSC, &n),
         MERGE,
-        Some(json!({"metadata": {"labels": {"a": "b"}}})),
+        json!({"metadata": {"labels": {"a": "b"}}}),
         &[],
     )
     .await;
@@ -1147,26 +1019,24 @@ async fn watch_with_a_selector_sees_objects_leave_and_enter(p: &mut Probe<'_>) {
         "/metadata/labels",
         json!({"run": p.prefix, "in": "yes"}),
     );
-    let obj = p.call("create", "POST", VSC, None, Some(obj), &[]).await;
+    let obj = p.post("create", VSC, obj, &[]).await;
     let rv = obj["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or("")
         .to_string();
-    p.call(
+    p.patch(
         "out",
-        "PATCH",
         &item(VSC, &n),
         MERGE,
-        Some(json!({"metadata": {"labels": {"in": "no"}}})),
+        json!({"metadata": {"labels": {"in": "no"}}}),
         &[],
     )
     .await;
-    p.call(
+    p.patch(
         "in",
-        "PATCH",
         &item(VSC, &n),
         MERGE,
-        Some(json!({"metadata": {"labels": {"in": "yes"}}})),
+        json!({"metadata": {"labels": {"in": "yes"}}}),
         &[],
     )
     .await;
@@ -1180,29 +1050,27 @@ async fn watch_with_a_selector_sees_objects_leave_and_enter(p: &mut Probe<'_>) {
 async fn watch_of_status_writes_and_finalizer_removal(p: &mut Probe<'_>) {
     let n = p.name("statuswatch");
     let obj = with(vsc(&n), "/metadata/finalizers", json!(["example.com/hold"]));
-    let obj = p.call("create", "POST", VSC, None, Some(obj), &[]).await;
+    let obj = p.post("create", VSC, obj, &[]).await;
     let rv = obj["metadata"]["resourceVersion"]
         .as_str()
         .unwrap_or("")
         .to_string();
     let path = format!("{}/status", item(VSC, &n));
-    p.call(
+    p.patch(
         "status",
-        "PATCH",
         &path,
         MERGE,
-        Some(json!({"status": {"readyToUse": true}})),
+        json!({"status": {"readyToUse": true}}),
         &[],
     )
     .await;
     p.call("delete", "DELETE", &item(VSC, &n), None, None, &[])
         .await;
-    p.call(
+    p.patch(
         "unhold",
-        "PATCH",
         &item(VSC, &n),
         MERGE,
-        Some(json!({"metadata": {"finalizers": null}})),
+        json!({"metadata": {"finalizers": null}}),
         &[],
     )
     .await;
@@ -1235,25 +1103,22 @@ async fn watch_with_initial_events_lists_then_follows(p: &mut Probe<'_>) {
 
 async fn managed_fields_are_kept_per_manager_and_subresource(p: &mut Probe<'_>) {
     let n = p.name("managed");
-    p.call("create", "POST", VSC, None, Some(vsc(&n)), &["#managers"])
-        .await;
+    p.post("create", VSC, vsc(&n), &["#managers"]).await;
     let path = format!("{}/status?fieldManager=status-writer", item(VSC, &n));
-    p.call(
+    p.patch(
         "status",
-        "PATCH",
         &path,
         MERGE,
-        Some(json!({"status": {"readyToUse": true}})),
+        json!({"status": {"readyToUse": true}}),
         &["#managers"],
     )
     .await;
     let path = format!("{}?fieldManager=labeller", item(VSC, &n));
-    p.call(
+    p.patch(
         "label",
-        "PATCH",
         &path,
         MERGE,
-        Some(json!({"metadata": {"labels": {"a": "b"}}})),
+        json!({"metadata": {"labels": {"a": "b"}}}),
         &["#managers"],
     )
     .await;
@@ -1270,39 +1135,24 @@ async fn managed_fields_cleared_with_one_empty_entry(p: &mut Probe<'_>) {
     let n = p.name("clear");
     p.create_vsc(&n).await;
     let patch = json!({"metadata": {"managedFields": [{}]}});
-    p.call(
+    p.patch(
         "clear",
-        "PATCH",
         &item(VSC, &n),
         MERGE,
-        Some(patch),
+        patch,
         &["?/metadata/managedFields", "#managers"],
     )
     .await;
-    p.call(
-        "get",
-        "GET",
-        &item(VSC, &n),
-        None,
-        None,
-        &["?/metadata/managedFields"],
-    )
-    .await;
+    p.get("get", &item(VSC, &n), &["?/metadata/managedFields"])
+        .await;
 }
 
 async fn managed_fields_empty_list_changes_nothing(p: &mut Probe<'_>) {
     let n = p.name("keepmf");
     p.create_vsc(&n).await;
     let patch = json!({"metadata": {"managedFields": [], "labels": {"a": "b"}}});
-    p.call(
-        "patch",
-        "PATCH",
-        &item(VSC, &n),
-        MERGE,
-        Some(patch),
-        &["#managers"],
-    )
-    .await;
+    p.patch("patch", &item(VSC, &n), MERGE, patch, &["#managers"])
+        .await;
 }
 
 // ---- other kinds ----
@@ -1315,59 +1165,34 @@ async fn group_content_with_both_sources_is_invalid(p: &mut Probe<'_>) {
                  "source": {"volumeHandles": ["a"], "groupSnapshotHandles": {"volumeGroupSnapshotHandle": "g", "volumeSnapshotHandles": ["s"]}},
                  "volumeGroupSnapshotRef": {"name": "g", "namespace": "default"}}
     });
-    p.call(
-        "create",
-        "POST",
-        VGSC,
-        None,
-        Some(obj.clone()),
-        &["#causes"],
-    )
-    .await;
+    p.post("create", VGSC, obj.clone(), &["#causes"]).await;
     let mut ok = obj;
     ok["spec"]["source"]
         .as_object_mut()
         .unwrap()
         .remove("groupSnapshotHandles");
-    p.call(
-        "valid",
-        "POST",
-        VGSC,
-        None,
-        Some(ok),
-        &["/spec/source", "?/status"],
-    )
-    .await;
+    p.post("valid", VGSC, ok, &["/spec/source", "?/status"])
+        .await;
 }
 
 async fn secret_in_a_missing_namespace_is_not_found(p: &mut Probe<'_>) {
     let secret =
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": p.name("secret")}});
     let path = "/api/v1/namespaces/no-such-namespace-differential/secrets";
-    p.call(
-        "create",
-        "POST",
-        path,
-        None,
-        Some(secret),
-        &["/details/kind", "/details/name"],
-    )
-    .await;
+    p.post("create", path, secret, &["/details/kind", "/details/name"])
+        .await;
 }
 
 async fn secret_with_a_bad_key_is_invalid(p: &mut Probe<'_>) {
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": p.name("badkey")},
                         "data": {"bad key!": "dg=="}});
-    p.call("create", "POST", SECRETS, None, Some(secret), &["#causes"])
-        .await;
+    p.post("create", SECRETS, secret, &["#causes"]).await;
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": p.name("goodkey")},
                         "stringData": {"good": "v"}});
-    p.call(
+    p.post(
         "valid",
-        "POST",
         SECRETS,
-        None,
-        Some(secret),
+        secret,
         &["/data", "/type", "?/stringData"],
     )
     .await;
@@ -1385,8 +1210,7 @@ async fn secret_with_a_bad_key_is_invalid(p: &mut Probe<'_>) {
 async fn secret_namespace_mismatch_is_bad_request(p: &mut Probe<'_>) {
     let secret = json!({"apiVersion": "v1", "kind": "Secret",
                         "metadata": {"name": p.name("secretns"), "namespace": "kube-system"}});
-    p.call("create", "POST", SECRETS, None, Some(secret), &[])
-        .await;
+    p.post("create", SECRETS, secret, &[]).await;
 }
 
 async fn lease_update_with_stale_version_conflicts(p: &mut Probe<'_>) {
@@ -1404,18 +1228,10 @@ async fn lease_update_with_stale_version_conflicts(p: &mut Probe<'_>) {
         )
         .await;
     let first = with(created.clone(), "/spec/holderIdentity", json!("b"));
-    p.call(
-        "take",
-        "PUT",
-        &item(LEASES, &n),
-        None,
-        Some(first),
-        &["/spec/holderIdentity"],
-    )
-    .await;
-    let stale = with(created, "/spec/holderIdentity", json!("c"));
-    p.call("stale", "PUT", &item(LEASES, &n), None, Some(stale), &[])
+    p.put("take", &item(LEASES, &n), first, &["/spec/holderIdentity"])
         .await;
+    let stale = with(created, "/spec/holderIdentity", json!("c"));
+    p.put("stale", &item(LEASES, &n), stale, &[]).await;
 }
 
 async fn event_is_created_and_listed_by_field(p: &mut Probe<'_>) {
@@ -1425,15 +1241,7 @@ async fn event_is_created_and_listed_by_field(p: &mut Probe<'_>) {
                                        "apiVersion": "snapshot.storage.k8s.io/v1"},
                     "reason": "Differential", "message": "m", "type": "Normal", "count": 1,
                     "source": {"component": "differential"}});
-    p.call(
-        "create",
-        "POST",
-        EVENTS,
-        None,
-        Some(ev),
-        &["/reason", "/count"],
-    )
-    .await;
+    p.post("create", EVENTS, ev, &["/reason", "/count"]).await;
     let path = format!(
         "{EVENTS}?fieldSelector=involvedObject.name%3D{},reason%3DDifferential",
         p.name("content")
