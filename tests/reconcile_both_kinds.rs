@@ -3,7 +3,6 @@
 //! over both kinds. What differs between the kinds stays in
 //! `reconcile_content.rs` and `reconcile_group.rs`.
 
-use csi_snapshotter::csi::driver::DriverCapabilities;
 use csi_snapshotter::k8s::keys;
 use csi_snapshotter::k8s::types::{
     VolumeGroupSnapshotClass, VolumeGroupSnapshotContent, VolumeSnapshotClass,
@@ -12,14 +11,13 @@ use csi_snapshotter::k8s::types::{
 use csi_snapshotter::reconcile::content::decide;
 use csi_snapshotter::reconcile::group::decide_group;
 use csi_snapshotter::reconcile::messages::Attempt;
-use csi_snapshotter::reconcile::{
-    CreateMark, Decision, ReconcileConfig, patch, requeue_after_success,
-};
+use csi_snapshotter::reconcile::{CreateMark, Decision, patch, requeue_after_success};
 
 use serde_json::{Value, json};
 
-const DRIVER: &str = "hostpath.csi.k8s.io";
-const UID: &str = "0a1b2c3d-1111-4222-8333-444455556666";
+mod reconcile_support;
+
+use reconcile_support::{DRIVER, caps, cfg, dynamic_vgsc, dynamic_vsc};
 
 /// A decision reduced to what both kinds share.
 #[derive(Debug, PartialEq)]
@@ -90,35 +88,10 @@ struct Kind {
     requeue: fn(&Value) -> bool,
 }
 
-fn cfg() -> ReconcileConfig {
-    ReconcileConfig::new(DRIVER)
-}
-
-fn caps() -> DriverCapabilities {
-    DriverCapabilities {
-        create_delete_snapshot: true,
-        list_snapshots: true,
-        get_snapshot: false,
-        group_snapshots: true,
-    }
-}
-
 const KINDS: [Kind; 2] = [
     Kind {
         name: "VolumeSnapshotContent",
-        dynamic: || {
-            json!({
-                "metadata": {"name": "snapcontent-1", "resourceVersion": "1",
-                             "finalizers": [keys::FINALIZER_VSC]},
-                "spec": {
-                    "deletionPolicy": "Delete",
-                    "driver": DRIVER,
-                    "source": {"volumeHandle": "vol-1"},
-                    "volumeSnapshotClassName": "default-class",
-                    "volumeSnapshotRef": {"name": "vs-1", "namespace": "default", "uid": UID}
-                }
-            })
-        },
+        dynamic: dynamic_vsc,
         ready_status: || json!({"snapshotHandle": "snap-1", "readyToUse": true}),
         being_created: keys::ANN_VS_BEING_CREATED,
         being_deleted: keys::ANN_VS_BEING_DELETED,
@@ -137,19 +110,7 @@ const KINDS: [Kind; 2] = [
     },
     Kind {
         name: "VolumeGroupSnapshotContent",
-        dynamic: || {
-            json!({
-                "metadata": {"name": "groupsnapcontent-1", "resourceVersion": "1",
-                             "finalizers": [keys::FINALIZER_VGSC]},
-                "spec": {
-                    "deletionPolicy": "Delete",
-                    "driver": DRIVER,
-                    "source": {"volumeHandles": ["vol-1", "vol-2"]},
-                    "volumeGroupSnapshotClassName": "group-class",
-                    "volumeGroupSnapshotRef": {"name": "vgs-1", "namespace": "default", "uid": UID}
-                }
-            })
-        },
+        dynamic: dynamic_vgsc,
         ready_status: || {
             json!({
                 "volumeGroupSnapshotHandle": "group-1",

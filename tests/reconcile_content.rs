@@ -17,30 +17,18 @@ use csi_snapshotter::reconcile::messages::{
     self, Attempt, DeleteStage, EventReason, snapshot_delete_warning,
 };
 use csi_snapshotter::reconcile::patch;
+use csi_snapshotter::reconcile::requeue_after_success;
 use csi_snapshotter::reconcile::secrets::SecretRef;
 use csi_snapshotter::reconcile::status::{
     SnapshotObservation, merge_snapshot_status, snapshot_error_patch,
 };
-use csi_snapshotter::reconcile::{ReconcileConfig, requeue_after_success};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
-const DRIVER: &str = "hostpath.csi.k8s.io";
-const UID: &str = "6f1e2d3c-0000-4000-8000-000000000001";
+mod reconcile_support;
 
-fn cfg() -> ReconcileConfig {
-    ReconcileConfig::new(DRIVER)
-}
-
-fn caps() -> DriverCapabilities {
-    DriverCapabilities {
-        create_delete_snapshot: true,
-        list_snapshots: true,
-        get_snapshot: false,
-        group_snapshots: true,
-    }
-}
+use reconcile_support::{DRIVER, VSC_UID as UID, caps, cfg, dynamic_vsc};
 
 fn now() -> Timestamp {
     Timestamp::from_second(1_800_000_000).unwrap()
@@ -48,18 +36,7 @@ fn now() -> Timestamp {
 
 /// A dynamic VSC as the controller creates it.
 fn dynamic() -> VolumeSnapshotContent {
-    serde_json::from_value(json!({
-        "metadata": {"name": "snapcontent-1", "resourceVersion": "1",
-                     "finalizers": [keys::FINALIZER_VSC]},
-        "spec": {
-            "deletionPolicy": "Delete",
-            "driver": DRIVER,
-            "source": {"volumeHandle": "vol-1"},
-            "volumeSnapshotClassName": "default-class",
-            "volumeSnapshotRef": {"name": "vs-1", "namespace": "default", "uid": UID}
-        }
-    }))
-    .unwrap()
+    serde_json::from_value(dynamic_vsc()).unwrap()
 }
 
 /// A pre-provisioned VSC (only `spec.source.snapshotHandle`).

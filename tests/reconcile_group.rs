@@ -17,37 +17,23 @@ use csi_snapshotter::reconcile::messages::{
 };
 use csi_snapshotter::reconcile::naming::NamingRule;
 use csi_snapshotter::reconcile::patch;
+use csi_snapshotter::reconcile::requeue_after_success;
 use csi_snapshotter::reconcile::secrets::SecretRef;
 use csi_snapshotter::reconcile::status::{GroupObservation, group_error_patch, merge_group_status};
-use csi_snapshotter::reconcile::{ReconcileConfig, requeue_after_success};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::json;
 
-const DRIVER: &str = "hostpath.csi.k8s.io";
-const UID: &str = "0a1b2c3d-1111-4222-8333-444455556666";
+mod reconcile_support;
 
-fn cfg() -> ReconcileConfig {
-    ReconcileConfig::new(DRIVER)
-}
+use reconcile_support::{DRIVER, VGSC_UID as UID, cfg, dynamic_vgsc};
 
 fn now() -> Timestamp {
     Timestamp::from_second(1_800_000_000).unwrap()
 }
 
 fn dynamic() -> VolumeGroupSnapshotContent {
-    serde_json::from_value(json!({
-        "metadata": {"name": "groupsnapcontent-1", "resourceVersion": "1",
-                     "finalizers": [keys::FINALIZER_VGSC]},
-        "spec": {
-            "deletionPolicy": "Delete",
-            "driver": DRIVER,
-            "source": {"volumeHandles": ["vol-1", "vol-2"]},
-            "volumeGroupSnapshotClassName": "group-class",
-            "volumeGroupSnapshotRef": {"name": "vgs-1", "namespace": "default", "uid": UID}
-        }
-    }))
-    .unwrap()
+    serde_json::from_value(dynamic_vgsc()).unwrap()
 }
 
 fn preprovisioned() -> VolumeGroupSnapshotContent {
