@@ -132,25 +132,22 @@ impl<K: Serialize + DeserializeOwned> Stored<K> {
                 bytes.extend_from_slice(&len.to_le_bytes());
                 bytes.extend_from_slice(name.as_bytes());
                 let member = name_member(&name);
-                let at = json.windows(member.len()).position(|w| w == member);
+                // The API server caps objects at a few MiB, so any offset
+                // into the packed JSON fits the 32-bit cut; a larger input
+                // keeps its name member.
+                let at = (json.len() < NO_CUT as usize)
+                    .then(|| json.windows(member.len()).position(|w| w == member))
+                    .flatten();
+                let cut_at = bytes.len();
+                bytes.extend_from_slice(&NO_CUT.to_le_bytes());
                 match at {
                     Some(at) => {
-                        let start = bytes.len() + CUT;
-                        bytes.extend_from_slice(&[0; CUT]);
                         compact::pack_into(&json[..at], &mut bytes);
-                        let cut = u32::try_from(bytes.len() - start).unwrap_or(NO_CUT);
-                        bytes[start - CUT..start].copy_from_slice(&cut.to_le_bytes());
-                        if cut == NO_CUT {
-                            bytes.truncate(start);
-                            compact::pack_into(&json, &mut bytes);
-                        } else {
-                            compact::pack_into(&json[at + member.len()..], &mut bytes);
-                        }
+                        let cut = (bytes.len() - cut_at - CUT) as u32;
+                        bytes[cut_at..cut_at + CUT].copy_from_slice(&cut.to_le_bytes());
+                        compact::pack_into(&json[at + member.len()..], &mut bytes);
                     }
-                    None => {
-                        bytes.extend_from_slice(&NO_CUT.to_le_bytes());
-                        compact::pack_into(&json, &mut bytes);
-                    }
+                    None => compact::pack_into(&json, &mut bytes),
                 }
                 Stored::Encoded(bytes.into_boxed_slice())
             }
