@@ -1353,3 +1353,46 @@ async fn restricted_user_is_held_to_the_sidecar_rbac_rules() {
         .await
         .unwrap();
 }
+
+/// CPU time of this process so far, from `/proc/self/stat` (clock ticks of
+/// 10 ms).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_costs_the_cpu_time_asked_for_and_a_local_one_too() {
+    const COST: Duration = Duration::from_millis(25);
+    const REQUESTS: u32 = 8;
+    let s = ApiServer::start(ApiServerOptions {
+        cpu_per_request: COST,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let cpu = process_cpu();
+    for i in 0..REQUESTS / 2 {
+        let started = std::time::Instant::now();
+        create(&s, &format!("cost-{i}")).await;
+        assert!(started.elapsed() >= COST, "{:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        let r = s
+            .local_request("GET", &format!("{VSC}/cost-{i}"), None, None)
+            .await
+            .unwrap();
+        assert_eq!(r.code, 200, "{}", r.body);
+        assert!(started.elapsed() >= COST, "{:?}", started.elapsed());
+    }
+    // Spent on the server's threads, in this process; a tick's rounding
+    // aside.
+    let spent = process_cpu() - cpu;
+    assert!(
+        spent + Duration::from_millis(20) >= COST * REQUESTS,
+        "{spent:?}"
+    );
+}

@@ -32,12 +32,16 @@ fn bench_reports_counts_for_a_tiny_run() {
 
     assert_eq!(report["settings"]["snapshots"], N);
     assert_eq!(report["settings"]["driver_latency_ms"], 0.0);
+    // The embedded API server spends a real server's CPU per request.
+    assert_eq!(report["settings"]["api_cpu_ms"], 4.5);
     let create = &report["create"];
     assert_eq!(create["completed"], N);
     assert_eq!(create["csi_calls"]["CreateSnapshot"], N, "{create}");
     assert!(create["csi_calls"].get("DeleteSnapshot").is_none());
     assert!(create["api_writes_per_object"].as_f64().unwrap() >= 1.0);
     assert!(create["sidecar_peak_rss_bytes"].as_u64().unwrap() > 0);
+    // Every object is reconciled at least once.
+    assert!(create["queue_adds_per_object"].as_f64().unwrap() >= 1.0);
     let delete = &report["delete"];
     assert_eq!(delete["completed"], N);
     assert_eq!(delete["csi_calls"]["DeleteSnapshot"], N, "{delete}");
@@ -201,6 +205,9 @@ fn bench_against_a_cluster_compares_two_sidecars_and_cleans_up() {
         let r = &report[side];
         assert_ne!(r["settings"]["api_server"], "embedded");
         assert_eq!(r["settings"]["driver"], "mock.csi.k8s.io");
+        // A real server spends its own CPU; none is added.
+        assert_eq!(r["settings"]["api_cpu_ms"], 0.0);
+        assert!(r["create"]["queue_adds_per_object"].as_f64().unwrap() >= 1.0);
         assert_eq!(r["create"]["completed"], N, "{side}: {r}");
         assert_eq!(r["create"]["csi_calls"]["CreateSnapshot"], N, "{side}: {r}");
         assert_eq!(r["delete"]["completed"], N, "{side}: {r}");

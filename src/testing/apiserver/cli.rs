@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -34,6 +35,11 @@ struct Args {
     /// Serve plain HTTP instead of HTTPS.
     #[arg(long)]
     plain_http: bool,
+    /// CPU time spent on each request (watches aside) before it is
+    /// answered, like a real kube-apiserver and etcd (Go duration, e.g.
+    /// 4.5ms; default none).
+    #[arg(long, value_name = "DURATION", value_parser = crate::testing::flag_duration, default_value = "0s")]
+    cpu_per_request: Duration,
     /// Run the write/watch benchmark against an in-process server and exit.
     #[arg(long)]
     bench: bool,
@@ -132,6 +138,7 @@ async fn run(args: Args) -> i32 {
         kubeconfig_out: Some(kubeconfig_out),
         restricted,
         plain_http: args.plain_http,
+        cpu_per_request: args.cpu_per_request,
         ..ApiServerOptions::default()
     })
     .await

@@ -314,6 +314,8 @@ pub(crate) async fn handle(
     }
     if verb == "WATCH" {
         sh.faults.wait_watch_release(plural).await;
+    } else {
+        sh.cost.spend().await;
     }
     let content_type = parts
         .headers
@@ -1337,8 +1339,10 @@ pub(crate) fn seed(sh: &Shared, plural: &str, mut obj: Value) -> Result<Value, A
 
 /// Serves one request in-process: routed and answered as over HTTP, but
 /// neither counted nor subject to faults or delays, so that a benchmark's
-/// own writes stay out of the figures of the client it measures. Watches
-/// are refused (they need a connection); the answer is (code, body).
+/// own writes stay out of the figures of the client it measures. They do
+/// cost the per-request CPU (`cost.rs`): a real server works for the
+/// benchmark's writes too. Watches are refused (they need a connection);
+/// the answer is (code, body).
 pub(crate) async fn local(
     sh: &Arc<Shared>,
     method: &Method,
@@ -1356,6 +1360,7 @@ pub(crate) async fn local(
             match verb_of(method, &t, &q) {
                 "WATCH" => error_response(&ApiError::method_not_allowed()),
                 verb => {
+                    sh.cost.spend().await;
                     let req = Req {
                         method,
                         verb,

@@ -39,6 +39,7 @@
 
 mod bench;
 mod cli;
+mod cost;
 mod discovery;
 mod eventsv1;
 mod faults;
@@ -114,6 +115,10 @@ pub struct ApiServerOptions {
     /// Serve plain HTTP instead of HTTPS (the kubeconfig then names an
     /// `http://` server and carries no CA).
     pub plain_http: bool,
+    /// CPU time spent on each request (watches aside) before it is
+    /// answered, as kube-apiserver and etcd spend it (zero: none). See
+    /// `cost.rs`.
+    pub cpu_per_request: Duration,
 }
 
 /// Schema checks for custom resources (pruning and validation).
@@ -134,6 +139,8 @@ pub(crate) struct Shared {
     store: Mutex<Store>,
     pub(crate) published: Arc<AtomicU64>,
     pub(crate) faults: Faults,
+    /// CPU work done per request.
+    pub(crate) cost: cost::CpuCost,
     pub(crate) counters: Counters,
     pub(crate) validator: Option<Box<dyn Validator>>,
     /// `/openapi/v2` and `/openapi/v3`, from the same schemas.
@@ -279,6 +286,7 @@ impl ApiServer {
             store: Mutex::new(Store::new(published.clone(), opts.watch_history)),
             published,
             faults: Faults::default(),
+            cost: cost::CpuCost::new(opts.cpu_per_request),
             counters: Counters::default(),
             validator,
             openapi,
@@ -468,6 +476,12 @@ impl ApiServer {
     /// Fault injection.
     pub fn faults(&self) -> &Faults {
         &self.shared.faults
+    }
+
+    /// Sets the CPU time spent on each request from now on (see
+    /// [`ApiServerOptions::cpu_per_request`]).
+    pub fn set_cpu_per_request(&self, d: Duration) {
+        self.shared.cost.set(d);
     }
 
     /// Sets the interval of periodic bookmarks for watches that allow them

@@ -46,6 +46,10 @@ pub enum Peers<'a> {
     Remote(&'a Cluster),
 }
 
+/// The snapshot-controller's default `--worker-threads`: the benchmark
+/// plays it, with as many writes in flight.
+const WRITERS: usize = 10;
+
 /// The sidecar's activity counters at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Counters {
@@ -53,6 +57,9 @@ pub struct Counters {
     pub requests: Option<Vec<RequestCount>>,
     /// CSI calls by RPC.
     pub csi: BTreeMap<String, u64>,
+    /// Keys the sidecar queued (about one per reconcile pass), from its
+    /// `/metrics`; `None` when it does not export them.
+    pub queue_adds: Option<u64>,
 }
 
 impl Counters {
@@ -71,7 +78,14 @@ impl Counters {
                 (d > 0).then(|| (k.clone(), d))
             })
             .collect();
-        Counters { requests, csi }
+        let queue_adds = self
+            .queue_adds
+            .map(|a| a.saturating_sub(before.queue_adds.unwrap_or(0)));
+        Counters {
+            requests,
+            csi,
+            queue_adds,
+        }
     }
 
     /// Requests (watches aside) plus CSI calls.
@@ -88,8 +102,9 @@ impl Counters {
 }
 
 /// The embedded server's request counters and the mock driver's calls.
-fn local_counters(server: &ApiServer, mock: &MockDriver) -> Counters {
+fn local_counters(server: &ApiServer, mock: &MockDriver, queue_adds: Option<u64>) -> Counters {
     Counters {
+        queue_adds,
         requests: Some(server.request_counts()),
         csi: RPCS
             .iter()
@@ -161,6 +176,9 @@ impl Env<'static> {
                 .write_status(&name, &workload::ready_status(label, i))
                 .await?;
         }
+        // The setup above is not the workload: the server's per-request CPU
+        // starts with the sidecar.
+        server.set_cpu_per_request(args.embedded_api_cpu());
         let tracker =
             Tracker::start(cluster::client(server.kubeconfig_path()).await?, None).await?;
         let peers = Peers::Embedded { server, mock };
@@ -227,7 +245,8 @@ impl<'a> Env<'a> {
         workload: Workload,
     ) -> io::Result<Env<'a>> {
         let baseline = match &peers {
-            Peers::Embedded { server, mock } => local_counters(server, mock),
+            // The sidecar is not started yet: its queue counts from zero.
+            Peers::Embedded { server, mock } => local_counters(server, mock, None),
             // A sidecar process of its own counts from zero.
             Peers::Remote(_) => Counters::default(),
         };
@@ -281,20 +300,21 @@ impl<'a> Env<'a> {
         }
     }
 
-    /// How many writes the benchmark keeps in flight: one on the embedded
-    /// server (in-process, never the bottleneck), and on a real cluster as
-    /// many as the snapshot-controller's default worker count.
+    /// How many writes the benchmark keeps in flight: as many as the
+    /// snapshot-controller's default worker count, on either peers (each
+    /// write costs the API server's CPU time per request).
     pub fn writers(&self) -> usize {
-        match self.peers {
-            Peers::Embedded { .. } => 1,
-            Peers::Remote(_) => 10,
-        }
+        WRITERS
     }
 
     /// The counters now.
     pub async fn counters(&self) -> Counters {
         match &self.peers {
-            Peers::Embedded { server, mock } => local_counters(server, mock),
+            Peers::Embedded { server, mock } => {
+                let addr = self.sidecar.lock().await.http();
+                let queue_adds = scrape(addr).await.ok().and_then(|s| s.queue_adds);
+                local_counters(server, mock, queue_adds)
+            }
             Peers::Remote(_) => {
                 let addr = self.sidecar.lock().await.http();
                 match scrape(addr).await {
@@ -310,6 +330,7 @@ impl<'a> Env<'a> {
                                 .collect()
                         }),
                         csi: s.csi_calls,
+                        queue_adds: s.queue_adds,
                     },
                     Err(_) => Counters::default(),
                 }
@@ -374,19 +395,24 @@ mod tests {
         let before = Counters {
             requests: Some(vec![rc("GET", 2), rc("WATCH", 1)]),
             csi: BTreeMap::from([("Probe".to_string(), 1)]),
+            queue_adds: Some(3),
         };
         let after = Counters {
             requests: Some(vec![rc("GET", 2), rc("WATCH", 3), rc("PATCH", 4)]),
             csi: BTreeMap::from([("Probe".to_string(), 1), ("CreateSnapshot".to_string(), 2)]),
+            queue_adds: Some(5),
         };
         let d = after.since(&before);
         assert_eq!(d.requests, Some(vec![rc("WATCH", 2), rc("PATCH", 4)]));
         assert_eq!(d.csi, BTreeMap::from([("CreateSnapshot".to_string(), 2)]));
         assert_eq!(d.activity(), 6);
+        assert_eq!(d.queue_adds, Some(2));
         let uncounted = Counters {
             requests: None,
             csi: after.csi.clone(),
+            queue_adds: None,
         };
         assert_eq!(uncounted.since(&before).requests, None);
+        assert_eq!(uncounted.since(&before).queue_adds, None);
     }
 }

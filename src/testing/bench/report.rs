@@ -63,6 +63,9 @@ pub struct Settings {
     pub driver_latency_ms: f64,
     /// Embedded API server delay per response, in milliseconds.
     pub api_latency_ms: f64,
+    /// Embedded API server CPU time per request, in milliseconds (0 on a
+    /// real cluster, whose server spends its own).
+    pub api_cpu_ms: f64,
     /// Mock driver: polls before a snapshot is ready.
     pub ready_after_polls: u32,
     /// Sidecar `--worker-threads`.
@@ -142,6 +145,9 @@ pub struct Phase {
     pub csi_calls: BTreeMap<String, u64>,
     /// CSI calls per object by RPC (non-zero only).
     pub csi_per_object: BTreeMap<String, f64>,
+    /// Keys the sidecar queued per object (about one per reconcile pass);
+    /// `None` when not counted.
+    pub queue_adds_per_object: Option<f64>,
     /// Sidecar CPU seconds during the phase (until it went quiet).
     pub sidecar_cpu_seconds: f64,
     /// Sidecar CPU milliseconds per object.
@@ -239,12 +245,13 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "snapshots: {}  workers: {}  kube-api-qps: {}  driver latency: {} ms  API latency: {} ms  ready after polls: {}  schema checks: {}",
+            "snapshots: {}  workers: {}  kube-api-qps: {}  driver latency: {} ms  API latency: {} ms  API CPU/request: {} ms  ready after polls: {}  schema checks: {}",
             s.snapshots,
             s.worker_threads,
             qps_text(s.kube_api_qps, s.kube_api_burst),
             s.driver_latency_ms,
             s.api_latency_ms,
+            s.api_cpu_ms,
             s.ready_after_polls,
             if s.crd_schemas {
                 "CRD files"
@@ -300,6 +307,9 @@ impl fmt::Display for Report {
                     });
                 }
             }
+            row("queue adds/object", &|p| {
+                per_object(p.queue_adds_per_object)
+            });
             row("sidecar CPU (s)", &|p| {
                 format!("{:.2}", p.sidecar_cpu_seconds)
             });

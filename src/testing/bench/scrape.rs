@@ -1,6 +1,7 @@
 //! The sidecar's own counters, read from a scrape of its `/metrics`: API
 //! requests from `rest_client_requests_total` (client-go's name and
-//! labels) and CSI calls from `csi_sidecar_operations_seconds_count`. On a
+//! labels), CSI calls from `csi_sidecar_operations_seconds_count` and
+//! reconcile passes from `workqueue_adds_total`. On a
 //! real cluster these are the only per-object request counts there are:
 //! the API server is not the benchmark's to instrument.
 
@@ -16,6 +17,9 @@ use tokio::net::TcpStream;
 const REQUESTS: &str = "rest_client_requests_total";
 /// The CSI operation histogram's count series.
 const CSI_OPERATIONS: &str = "csi_sidecar_operations_seconds_count";
+/// client-go's work queue counter: one per key queued that was not already
+/// waiting, so about one per reconcile pass.
+const QUEUE_ADDS: &str = "workqueue_adds_total";
 
 /// What one scrape said.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,6 +29,9 @@ pub struct Scrape {
     pub requests: Option<BTreeMap<String, u64>>,
     /// CSI calls by RPC name (`CreateSnapshot`, ...).
     pub csi_calls: BTreeMap<String, u64>,
+    /// Keys queued, summed over the work queues; `None` when the sidecar
+    /// does not export `workqueue_adds_total`.
+    pub queue_adds: Option<u64>,
 }
 
 impl Scrape {
@@ -50,6 +57,8 @@ impl Scrape {
             {
                 let rpc = method.rsplit('/').next().unwrap_or(method);
                 *scrape.csi_calls.entry(rpc.to_string()).or_default() += value;
+            } else if name == QUEUE_ADDS {
+                *scrape.queue_adds.get_or_insert(0) += value;
             }
         }
         scrape
@@ -121,6 +130,8 @@ csi_sidecar_operations_seconds_bucket{driver_name=\"d\",method_name=\"/csi.v1.Co
 csi_sidecar_operations_seconds_count{driver_name=\"d\",method_name=\"/csi.v1.Controller/CreateSnapshot\",grpc_status_code=\"OK\"} 10
 csi_sidecar_operations_seconds_count{driver_name=\"d\",method_name=\"/csi.v1.Controller/CreateSnapshot\",grpc_status_code=\"Aborted\"} 1
 csi_sidecar_operations_seconds_count{driver_name=\"d\",method_name=\"/csi.v1.Identity/Probe\",grpc_status_code=\"OK\"} 1
+workqueue_adds_total{name=\"csi-snapshotter-content\"} 12
+workqueue_adds_total{name=\"csi-snapshotter-groupsnapshotcontent\"} 3
 process_resident_memory_bytes 1.2e+07
 ";
 
@@ -131,12 +142,14 @@ process_resident_memory_bytes 1.2e+07
         assert_eq!((r["GET"], r["PATCH"]), (4, 32));
         assert_eq!(s.csi_calls["CreateSnapshot"], 11);
         assert_eq!(s.csi_calls["Probe"], 1);
+        assert_eq!(s.queue_adds, Some(15));
     }
 
     #[test]
     fn a_sidecar_without_the_request_counter_has_none() {
         let s = Scrape::parse("csi_sidecar_operations_seconds_count{method_name=\"/x/Probe\"} 2\n");
         assert_eq!(s.requests, None);
+        assert_eq!(s.queue_adds, None);
         assert_eq!(s.csi_calls["Probe"], 2);
     }
 
