@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use csi_snapshotter::testing::apiserver::{ApiServer, ApiServerOptions};
+use csi_snapshotter::testing::bench::proc;
 use serde_json::{Value, json};
 
 const VSC: &str = "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents";
@@ -1354,15 +1355,9 @@ async fn restricted_user_is_held_to_the_sidecar_rbac_rules() {
         .unwrap();
 }
 
-/// CPU time of this process so far, from `/proc/self/stat` (clock ticks of
-/// 10 ms).
+/// CPU time of this process so far.
 fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_name.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
+    Duration::from_secs_f64(proc::sample(None).unwrap().cpu_seconds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@
 mod cluster;
 mod compare;
 mod env;
-mod proc;
+pub mod proc;
 mod report;
 mod scrape;
 mod sidecar;
@@ -396,7 +396,7 @@ async fn run_phases(args: &Args, env: &Env<'_>, report: &mut Report) -> io::Resu
     let writer = env.writer();
 
     let phase = PhaseStart::begin(env, "create", n).await?;
-    let started = write_all(n, env.writers(), |i| {
+    let started = write_all(n, env::WRITERS, |i| {
         let obj = w.content(i);
         async move { writer.create_content(&obj).await }
     })
@@ -409,7 +409,7 @@ async fn run_phases(args: &Args, env: &Env<'_>, report: &mut Report) -> io::Resu
     let create = phase.finish(args, env, &names, &started, goal).await?;
 
     let phase = PhaseStart::begin(env, "delete", n).await?;
-    let started = write_all(n, env.writers(), |i| {
+    let started = write_all(n, env::WRITERS, |i| {
         let name = names[i].as_str();
         async move { writer.delete_content(name).await }
     })
