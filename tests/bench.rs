@@ -33,7 +33,7 @@ fn bench_reports_counts_for_a_tiny_run() {
     assert_eq!(report["settings"]["snapshots"], N);
     assert_eq!(report["settings"]["driver_latency_ms"], 0.0);
     // The embedded API server spends a real server's CPU per request.
-    assert_eq!(report["settings"]["api_cpu_ms"], 4.5);
+    assert_eq!(report["settings"]["api_cpu_ms"], 4.25);
     let create = &report["create"];
     assert_eq!(create["completed"], N);
     assert_eq!(create["csi_calls"]["CreateSnapshot"], N, "{create}");

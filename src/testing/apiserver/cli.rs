@@ -37,7 +37,7 @@ struct Args {
     plain_http: bool,
     /// CPU time spent on each request (watches aside) before it is
     /// answered, like a real kube-apiserver and etcd (Go duration, e.g.
-    /// 4.5ms).
+    /// 4.25ms).
     #[arg(long, value_name = "DURATION", value_parser = crate::testing::flag_duration, default_value = "0s")]
     cpu_per_request: Duration,
     /// Run the write/watch benchmark against an in-process server and exit.

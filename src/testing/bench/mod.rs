@@ -46,13 +46,14 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Objects written between yields, so that the watch and the embedded
 /// server keep up while the benchmark writes.
 const CREATE_BATCH: usize = 64;
-/// The embedded API server's default CPU time per request. kube-apiserver
-/// 1.36 and its etcd, on loopback beside the sidecar, spent 4.5 ms per
-/// request while the benchmark created 1,000 snapshots (4 requests each:
-/// the benchmark's POST, the sidecar's 3 PATCHes) and 4.3 ms while it
-/// deleted them (3 each), counting their CPU time over both clients'
-/// requests.
-const DEFAULT_API_CPU: Duration = Duration::from_micros(4_500);
+/// The embedded API server's default CPU time per request: what a real one
+/// spends beyond the embedded server's own work. kube-apiserver 1.36 and
+/// its etcd, on loopback beside the sidecar, spent 18.2 s of CPU over the
+/// 4,000 requests of a create of 1,000 snapshots (the benchmark's POST, the
+/// sidecar's 3 PATCHes) and 12.9 s over the 3,000 of their delete; the
+/// embedded server's own work for the same phases was 0.75 s and 0.50 s.
+/// (31.1 - 1.25) s / 7,000 requests = 4.26 ms.
+const DEFAULT_API_CPU: Duration = Duration::from_micros(4_250);
 /// Idle phases run by default on the embedded peers.
 const DEFAULT_IDLE: [usize; 2] = [100, 10_000];
 
@@ -107,7 +108,7 @@ struct Args {
     api_latency: Duration,
     /// Embedded API server: CPU time spent on each request (watches aside)
     /// before it is answered, on at most as many threads as there are
-    /// cores (Go duration; default 4.5ms). A real kube-apiserver and its
+    /// cores (Go duration; default 4.25ms). A real kube-apiserver and its
     /// etcd spend about that on each request for a custom resource, on the
     /// cores the sidecar runs on, and the sidecar's own CPU per snapshot
     /// depends on it; 0s measures the sidecar beside an idle peer.
